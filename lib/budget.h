@@ -1,0 +1,24 @@
+/* The process's allocation budget (MEMLIMITS_ALLOC): a pool of bytes that threads lease from in
+ * chunks, so that counting stays on the fast path's countdown. A lease is at most
+ * ML_LEASE_BYTES and at most 1/16 of what remains in the pool, so leases shrink as the budget
+ * runs out. With one allocating thread the budget is exact: the allocation refused is the first
+ * whose running total would exceed the budget. With several, unspent leases held by other
+ * threads count as spent (README "Allocation budget"). */
+#ifndef ML_BUDGET_H
+#define ML_BUDGET_H
+
+#include <stdint.h>
+
+#include "thread.h"
+
+#define ML_LEASE_BYTES ((uint64_t)64 << 10)
+
+void ml__budget_set(uint64_t budget);
+uint64_t ml__budget_total(void);
+/* Makes t's lease cover an allocation of `need` bytes more than it holds, topped up for the
+ * allocations that follow. Returns 0 if the pool cannot cover it: the budget is exceeded. */
+int ml__budget_extend(ml_thread *t, uint64_t need);
+/* Returns t's unspent lease to the pool (thread exit). */
+void ml__budget_release(ml_thread *t);
+
+#endif

@@ -1,0 +1,161 @@
+/* The slow path: everything an allocation can trigger, folded behind one countdown.
+ *
+ * An event happens when an allocation takes the countdown to zero or below. The countdown was
+ * armed with the smallest of: the bytes to the next sampled byte, to the next flush of heap
+ * accounting, to the end of the thread's lease of the process budget, and (tasks) to the end of
+ * the innermost task's budget. So at an event we know exactly how many bytes were allocated
+ * since arming, bring every component up to date, decide about the allocation at hand (budget,
+ * heap cap), and re-arm.
+ *
+ * Re-entrancy: `busy` is set for the whole slow path. Anything it calls that allocates (glibc's
+ * pthread key blocks, jemalloc's first-time setup) re-enters malloc, whose charge lands on a
+ * zero countdown and comes back here, where busy sends it straight through: it is neither
+ * sampled nor checked against limits, but jemalloc's counters still see it in the live heap. */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "budget.h"
+#include "fmt.h"
+#include "heap.h"
+#include "host.h"
+#include "sampler.h"
+
+static ml_firing firings[ML_LIMIT_KINDS];
+static uint64_t sampler_seed;
+
+const ml_firing *ml__firing(ml_limit_kind kind)
+{
+    return &firings[kind];
+}
+
+/* Brings every component of the countdown up to date with `bytes` allocated. */
+static void consume(ml_thread *t, uint64_t bytes)
+{
+    t->allocated += bytes;
+    t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
+    t->flush_left = t->flush_left > bytes ? t->flush_left - bytes : 0;
+    if (t->lease_left != ML_NONE) t->lease_left -= bytes;
+    if (t->task_left != ML_NONE) t->task_left -= bytes;
+}
+
+static void arm(ml_thread *t)
+{
+    uint64_t next = 0;
+    if (t->state == ML_THREAD_READY) {
+        if (t->flush_left == 0) t->flush_left = ML_FLUSH_BYTES;
+        next = ML_MIN(t->sample_left, t->flush_left);
+        next = ML_MIN(next, t->lease_left);
+        next = ML_MIN(next, t->task_left);
+    }
+    t->armed = next;
+    ML_STORE(&t->until_event, next);
+}
+
+static void thread_start(ml_thread *t)
+{
+    if (!ml__initialised()) ml__init();
+    ml__thread_register(t);
+    ml__rng_seed(&t->rng, sampler_seed, t->index);
+    t->sample_left = ml__sampler_gap(&t->rng);
+    t->lease_left = ml__budget_total() == ML_NONE ? ML_NONE : 0;
+}
+
+static const char *const limit_names[ML_LIMIT_KINDS] = {"heap cap", "allocation budget"};
+
+/* A process-wide limit refused an allocation: record it, report, and run its action. Returns
+ * only when the allocation is to fail with ENOMEM. */
+static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
+{
+    const ml_config *cfg = ml__config();
+    const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
+    ml_firing *f = &firings[kind];
+    if (__atomic_fetch_add(&f->count, 1, __ATOMIC_RELAXED) == 0) {
+        f->thread = t->index;
+        f->allocation = t->allocations;
+        f->size = size;
+        ML_STORE(&f->fired, 1);
+    } else if (action->kind == ML_ACTION_ENOMEM) {
+        return;
+    }
+    if (action->kind != ML_ACTION_ENOMEM) {
+        char storage[256];
+        ml_buf b = ML_BUF_INIT(storage);
+        uint64_t limit = kind == ML_LIMIT_HEAP ? ml__heap_cap() : ml__budget_total();
+        ml__buf_str(&b, "memlimits: ");
+        ml__buf_str(&b, limit_names[kind]);
+        ml__buf_str(&b, " of ");
+        ml__buf_size(&b, limit);
+        ml__buf_str(&b, " exceeded by allocation #");
+        ml__buf_u64(&b, t->allocations);
+        ml__buf_str(&b, " of thread ");
+        ml__buf_u64(&b, t->index);
+        ml__buf_str(&b, " (");
+        ml__buf_u64(&b, size);
+        ml__buf_str(&b, " bytes)");
+        if (action->kind == ML_ACTION_EXIT) {
+            ml__buf_str(&b, "; exiting with status ");
+            ml__buf_u64(&b, (uint64_t)action->arg);
+        } else if (action->kind == ML_ACTION_ABORT) {
+            ml__buf_str(&b, "; aborting");
+        } else {
+            const char *name = ml__signal_name(action->arg);
+            ml__buf_str(&b, "; raising SIG");
+            ml__buf_str(&b, name ? name : "?");
+        }
+        ml__buf_str(&b, "\n");
+        ml__buf_flush(&b, STDERR_FILENO);
+    }
+    switch (action->kind) {
+    case ML_ACTION_ENOMEM: ml__report_write("limit", -1, 0); return;
+    case ML_ACTION_EXIT: ml__report_write("limit", action->arg, 0); _exit(action->arg);
+    case ML_ACTION_ABORT: ml__report_write("limit", -1, SIGABRT); abort();
+    case ML_ACTION_SIGNAL:
+        ml__report_write("limit", -1, action->arg);
+        raise(action->arg);
+        return; /* the program handled or ignored it: the allocation fails */
+    }
+}
+
+/* Whether the allocation at hand may proceed. */
+static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
+{
+    if (n > PTRDIFF_MAX) return ENOMEM; /* fails anyway; no limit is involved */
+    if (n > t->lease_left && !ml__budget_extend(t, n - t->lease_left)) {
+        fire(t, ML_LIMIT_ALLOC, n);
+        return ENOMEM;
+    }
+    ml__heap_flush(t);
+    if (!ml__heap_admit(t, n, align, old ? mlje_malloc_usable_size(old) : 0)) {
+        fire(t, ML_LIMIT_HEAP, n);
+        return ENOMEM;
+    }
+    return 0;
+}
+
+int ml__event(uint64_t n, size_t align, void *old)
+{
+    ml_thread *t = &ml__self;
+    if (t->busy) return 0;
+    t->busy = 1;
+    uint64_t spent = t->armed - ML_LOAD(&t->until_event); /* includes n */
+    t->armed = 0;
+    ML_STORE(&t->until_event, 0);
+    if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
+    consume(t, spent - n);
+    int verdict = decide(t, n, align, old);
+    if (verdict == 0) consume(t, n);
+    arm(t);
+    t->busy = 0;
+    return verdict;
+}
+
+void ml__event_seed(uint64_t seed)
+{
+    sampler_seed = seed;
+}

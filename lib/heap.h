@@ -1,0 +1,38 @@
+/* Process-wide heap accounting and the hard heap cap.
+ *
+ * The live heap is measured in jemalloc's usable sizes (what a block really occupies), from
+ * jemalloc's exact per-thread counters of bytes allocated and freed. Each thread adds its
+ * balance (allocated - freed) to one process-wide sum at its events, at least every
+ * ML_FLUSH_BYTES requested bytes, so the sum lags each thread by less than that: see the
+ * bound in README "Accounting". Frees cost nothing extra; a thread that only frees is caught up
+ * by a reconcile (a walk over all threads) before any allocation is refused and when the peak
+ * grows. */
+#ifndef ML_HEAP_H
+#define ML_HEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "thread.h"
+
+/* Requested bytes between two flushes of one thread's balance. */
+#define ML_FLUSH_BYTES ((uint64_t)64 << 10)
+/* The peak is re-checked against a reconcile whenever it grows by this much. */
+#define ML_PEAK_RECHECK ((uint64_t)1 << 20)
+
+/* Adds the calling thread's balance change since its last flush to the process's live heap. */
+void ml__heap_flush(ml_thread *t);
+/* Flushes every registered thread (reads their counters), making the live heap exact up to
+ * allocations in flight. Takes the registry lock. */
+void ml__heap_reconcile(void);
+/* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing a block of
+ * `old_usable` bytes (realloc; 0 otherwise), keeps the live heap within the cap. Flushes the
+ * caller first and reconciles before answering no. Preconditions: busy, thread READY or DEAD. */
+int ml__heap_admit(ml_thread *t, size_t size, size_t align, size_t old_usable);
+
+void ml__heap_set_cap(uint64_t cap);
+uint64_t ml__heap_cap(void);
+uint64_t ml__heap_live(void);
+uint64_t ml__heap_peak(void);
+
+#endif

@@ -1,0 +1,76 @@
+/* System services for the engine (see host.h): raw writes, clocks, entropy, environment.
+ * Each is a thin wrapper over a syscall so that it is safe on the allocator's slow path. */
+#define _GNU_SOURCE
+#include "host.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+void ml__write_all(int fd, const char *buf, size_t len)
+{
+    int saved = errno;
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    errno = saved;
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t ml__now_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
+}
+
+uint64_t ml__wall_ns(void)
+{
+    return clock_ns(CLOCK_REALTIME);
+}
+
+uint64_t ml__os_entropy(void)
+{
+    uint64_t v = 0;
+    int saved = errno;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = ml__now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&v;
+    errno = saved;
+    return v;
+}
+
+int ml__gettid(void)
+{
+    return (int)syscall(SYS_gettid);
+}
+
+const char *ml__getenv(const char *name)
+{
+    size_t len = strlen(name);
+    if (environ == NULL) return NULL;
+    for (char **e = environ; *e != NULL; e++)
+        if (strncmp(*e, name, len) == 0 && (*e)[len] == '=') return *e + len + 1;
+    return NULL;
+}
+
+size_t ml__page_size(void)
+{
+    static size_t page;
+    if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}

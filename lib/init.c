@@ -1,0 +1,117 @@
+/* Process initialisation (see engine.h).
+ *
+ * Bootstrap: the dynamic loader and other libraries' constructors may call malloc before our
+ * constructor runs, so initialisation is lazy: the first slow path of any thread runs ml__init.
+ * It parses the environment (getenv is safe this early on Linux; we read environ directly), then
+ * creates the thread-exit key, then makes jemalloc initialise itself with a malloc/free pair,
+ * then registers our fork handlers: that order puts our key destructor before jemalloc's and our
+ * fork prepare handler before jemalloc's. The constructor runs it too, so that a program that
+ * never allocates still has its configuration checked and printed. A second thread arriving
+ * while a first initialises waits for it; the initialising thread's own nested allocations pass
+ * through the slow path (busy) without waiting. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "budget.h"
+#include "engine.h"
+#include "fmt.h"
+#include "heap.h"
+#include "host.h"
+#include "sampler.h"
+
+static int init_state; /* 0: not started, 1: running, 2: done */
+static ml_config config;
+static uint64_t start_ns;
+
+const ml_config *ml__config(void)
+{
+    return &config;
+}
+
+int ml__initialised(void)
+{
+    return __atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2;
+}
+
+uint64_t ml__start_ns(void)
+{
+    return start_ns;
+}
+
+static ML_COLD void fatal(const char *line)
+{
+    ml__write_all(STDERR_FILENO, line, strlen(line));
+    ml__write_all(STDERR_FILENO, "\n", 1);
+    _exit(ML_EXIT_CONFIG);
+}
+
+static void print_config(void)
+{
+    char storage[4096];
+    ml_buf b = ML_BUF_INIT(storage);
+    ml__buf_str(&b, "memlimits: active in pid ");
+    ml__buf_u64(&b, (uint64_t)getpid());
+    ml__buf_str(&b, "; effective configuration:\n");
+    for (size_t i = 0; i < ml__option_count; i++) {
+        const ml_option *o = &ml__options[i];
+        char value[600];
+        o->print((const char *)&config + o->offset, value, sizeof value);
+        ml__buf_str(&b, "memlimits:   ");
+        ml__buf_str(&b, o->env);
+        ml__buf_str(&b, "=");
+        ml__buf_str(&b, value);
+        ml__buf_str(&b, ml__getenv(o->env) ? "\n" : " (default)\n");
+    }
+    ml__buf_flush(&b, STDERR_FILENO);
+}
+
+static void init_once(void)
+{
+    char err[1024];
+    if (ml__config_load(&config, ml__getenv, err, sizeof err) != 0) fatal(err);
+    if (ml__report_check(&config, err, sizeof err) != 0) fatal(err);
+    start_ns = ml__now_ns();
+    if (ml__thread_setup_key() != 0) fatal("memlimits: cannot create a pthread key");
+    mlje_free(mlje_malloc(1));
+    const uint64_t *probe = NULL;
+    size_t len = sizeof probe;
+    if (mlje_mallctl("thread.allocatedp", (void *)&probe, &len, NULL, 0) != 0 || probe == NULL)
+        fatal("memlimits: the embedded jemalloc has no per-thread statistics (--enable-stats)");
+    ml__thread_setup_fork();
+    ml__sampler_set_mean(config.sample);
+    ml__event_seed(config.seed.set ? config.seed.value : ml__os_entropy());
+    if (config.heap != ML_NONE) ml__heap_set_cap(config.heap);
+    if (config.alloc != ML_NONE) ml__budget_set(config.alloc);
+    if (config.verbose) print_config();
+}
+
+void ml__init(void)
+{
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&init_state, &expected, 1, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+        /* Allocations made while initialising (pthread_atfork's list, say) must pass through. */
+        uint8_t busy = ml__self.busy;
+        ml__self.busy = 1;
+        init_once();
+        ml__self.busy = busy;
+        __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+        return;
+    }
+    while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
+}
+
+static void report_at_exit(int status, void *arg)
+{
+    (void)arg;
+    ml__report_write("exit", status, 0);
+}
+
+__attribute__((constructor)) static void memlimits_constructor(void)
+{
+    ml__init();
+    if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
+}

@@ -1,0 +1,90 @@
+/* The options table: every MEMLIMITS_* variable, its launcher flag, parser, default and help.
+ * The environment parser, MEMLIMITS_VERBOSE's listing, `memlimit --help` and the README's table
+ * all come from ml__options[]; the parsers here are the only ones (tests/test_options.c, and
+ * the libFuzzer harness tests/fuzz_options.c). Nothing here depends on engine state. */
+#ifndef ML_OPTIONS_H
+#define ML_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+
+
+/* Exit statuses of memlimits itself (README "Exit statuses"). */
+enum {
+    ML_EXIT_ALLOC_BUDGET = 124, /* default MEMLIMITS_ON_ALLOC action: exit:124 */
+    ML_EXIT_CONFIG = 125,       /* a MEMLIMITS_* variable (or launcher option) is invalid */
+    ML_EXIT_CANNOT_EXEC = 126,  /* launcher: the command was found but could not be run */
+    ML_EXIT_NOT_FOUND = 127,    /* launcher: the command was not found */
+};
+
+typedef enum ml_action_kind {
+    ML_ACTION_ENOMEM, /* the allocation fails: NULL and errno ENOMEM */
+    ML_ACTION_ABORT,  /* abort(3) after the report */
+    ML_ACTION_EXIT,   /* _exit(N) after the report */
+    ML_ACTION_SIGNAL, /* raise the signal; if the process survives it, the allocation fails */
+} ml_action_kind;
+
+typedef struct ml_action {
+    ml_action_kind kind;
+    int arg; /* exit status or signal number */
+} ml_action;
+
+typedef enum ml_report_kind { ML_REPORT_OFF, ML_REPORT_TEXT, ML_REPORT_JSON } ml_report_kind;
+
+typedef struct ml_report_spec {
+    ml_report_kind kind;
+    char path[512]; /* "" for stderr; "%p" expands to the pid when the file is opened */
+} ml_report_spec;
+
+typedef struct ml_config {
+    uint64_t heap; /* ML_NONE: no cap */
+    ml_action on_heap;
+    uint64_t alloc; /* ML_NONE: no budget */
+    ml_action on_alloc;
+    uint64_t global; /* ML_NONE: no global memory limit */
+    uint64_t sample; /* mean sampling gap in bytes */
+    struct {
+        uint64_t value;
+        int set; /* 0: seeded from the OS */
+    } seed;
+    ml_report_spec report;
+    int signal; /* 0: the default wake-up signal */
+    int verbose;
+} ml_config;
+
+typedef int (*ml_option_parser)(const char *text, void *field, const char **expected);
+typedef void (*ml_option_printer)(const void *field, char *out, size_t cap);
+
+typedef struct ml_option {
+    const char *env;      /* MEMLIMITS_HEAP */
+    const char *flag;     /* --heap (launcher) */
+    const char *metavar;  /* SIZE */
+    const char *fallback; /* default, as text accepted by the parser; NULL: none */
+    const char *help;
+    size_t offset; /* of the field in ml_config */
+    ml_option_parser parse;
+    ml_option_printer print;
+} ml_option;
+
+extern const ml_option ml__options[];
+extern const size_t ml__option_count;
+
+/* Fills cfg with the defaults of the table. */
+void ml__config_defaults(ml_config *cfg);
+/* Parses every variable through getter (e.g. ml__getenv). On the first invalid one, returns -1
+ * and writes "memlimits: MEMLIMITS_X='value': expected ..." (one line, no newline) to err. */
+int ml__config_load(ml_config *cfg, const char *(*getter)(const char *name), char *err,
+                    size_t errcap);
+
+/* The parsers. Each returns 0 and stores the value, or -1 with *expected describing what would
+ * have been accepted; the field is left untouched on error. */
+int ml__parse_size(const char *text, uint64_t *out, const char **expected);
+int ml__parse_action(const char *text, ml_action *out, const char **expected);
+int ml__parse_signal(const char *text, int *out, const char **expected);
+/* Signal name without "SIG" for a number, or NULL. */
+const char *ml__signal_name(int sig);
+
+#endif

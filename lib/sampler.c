@@ -1,0 +1,84 @@
+/* Geometric-gap sampling (see sampler.h). With p = 1/mean, the gap G between sampled bytes is
+ * 1 + floor(ln U / ln(1 - p)) for U uniform in (0, 1], so P(G = k) = (1 - p)^(k-1) p. Because
+ * the geometric distribution is memoryless, the bytes of a block after its first sample are
+ * sampled independently, which makes the count in an n-byte block Binomial(n, p). */
+#include "sampler.h"
+
+#include <math.h>
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void ml__rng_seed(ml_rng *r, uint64_t seed, uint64_t index)
+{
+    /* Distinct streams: the index is mixed in before the state is expanded by splitmix64. */
+    uint64_t x = seed ^ (index * 0xd1342543de82ef95ull + 0x2545f4914f6cdd1dull);
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t ml__rng_next(ml_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double ml__rng_unit(ml_rng *r)
+{
+    /* 53 random bits; adding one maps [0, 2^53) onto (0, 1]. */
+    return (double)((ml__rng_next(r) >> 11) + 1) * 0x1.0p-53;
+}
+
+static uint64_t mean_gap = 80000;
+static double inv_log_q = -1.0 / 1.25000781e-05; /* 1 / ln(1 - 1/80000) */
+
+void ml__sampler_set_mean(uint64_t mean)
+{
+    mean_gap = mean;
+    inv_log_q = mean <= 1 ? 0.0 : 1.0 / log1p(-1.0 / (double)mean);
+}
+
+uint64_t ml__sampler_mean(void)
+{
+    return mean_gap;
+}
+
+uint64_t ml__sampler_gap(ml_rng *r)
+{
+    if (mean_gap <= 1) return 1;
+    double g = floor(log(ml__rng_unit(r)) * inv_log_q);
+    /* ln U >= -37 for 53-bit U, so g stays below 37 * mean: no overflow for mean <= 2^40. */
+    return (uint64_t)g + 1;
+}
+
+uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
+{
+    if (n < *left) {
+        *left -= n;
+        return 0;
+    }
+    uint64_t count = 1, rest = n - *left, gap;
+    while ((gap = ml__sampler_gap(r)) <= rest) {
+        rest -= gap;
+        count++;
+    }
+    *left = gap - rest;
+    return count;
+}

@@ -1,0 +1,29 @@
+/* The allocation sampler (the Memprof engine): every allocated byte is sampled independently with
+ * probability 1/mean, drawn as geometric gaps carried across allocations, per thread. A block of
+ * n bytes thus carries Binomial(n, 1/mean) samples. Limits do not depend on it; it feeds the
+ * report's sample count and estimate, and is the base a heap profiler would build on. */
+#ifndef ML_SAMPLER_H
+#define ML_SAMPLER_H
+
+#include <stdint.h>
+
+typedef struct ml_rng {
+    uint64_t s[4]; /* xoshiro256** state */
+} ml_rng;
+
+/* Seeds a generator for stream `index` of `seed`: streams of one seed are independent. */
+void ml__rng_seed(ml_rng *r, uint64_t seed, uint64_t index);
+uint64_t ml__rng_next(ml_rng *r);
+/* A uniform double in (0, 1]. */
+double ml__rng_unit(ml_rng *r);
+
+/* Sets the mean gap (bytes, >= 1) for every thread's sampler. Call before any draw. */
+void ml__sampler_set_mean(uint64_t mean);
+uint64_t ml__sampler_mean(void);
+/* A gap: Geometric(1/mean) on {1, 2, ...}, the distance to the next sampled byte. */
+uint64_t ml__sampler_gap(ml_rng *r);
+/* Consumes n allocated bytes against *left (bytes up to and including the next sampled byte,
+ * >= 1) and returns the number of sampled bytes among them; *left is refreshed. */
+uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n);
+
+#endif

@@ -1,0 +1,167 @@
+/* The thread registry and thread lifecycle (see thread.h).
+ *
+ * Thread exit: a pthread key destructor retires the thread: it flushes its heap balance, returns
+ * its unspent budget lease, adds its totals to the retired sums and unregisters it. Other TLS
+ * destructors may still allocate or free afterwards; the thread is then DEAD and every one of its
+ * allocations is an event accounted at once. Our key is created before jemalloc initialises, so
+ * its destructor runs before jemalloc's own in each round, while jemalloc's counters are intact.
+ *
+ * fork: the prepare handler takes stdio's list lock and then the registry lock, before jemalloc's
+ * handler takes its arena locks (ours is registered after jemalloc's, and prepare handlers run in
+ * reverse order). Stock jemalloc takes its locks first, so a thread inside stdio calling malloc
+ * while another forks deadlocks; taking stdio's list lock first restores glibc's own order. In
+ * the child only the forking thread survives: the registry is reduced to it. */
+#define _GNU_SOURCE
+#include "thread.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "budget.h"
+#include "engine.h"
+#include "heap.h"
+#include "host.h"
+
+ML_TLS ml_thread ml__self;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ml_thread *registry;
+static uint32_t registered_count;
+static uint32_t next_index;
+static uint64_t retired_allocated, retired_allocations, retired_samples;
+static pthread_key_t exit_key;
+
+/* glibc exports these (GLIBC_2.2.5); they are the lock fork itself takes after the handlers. */
+extern void _IO_list_lock(void);
+extern void _IO_list_unlock(void);
+extern void _IO_list_resetlock(void);
+
+static void retire(void *arg)
+{
+    ml_thread *t = arg;
+    if (t != &ml__self || t->state != ML_THREAD_READY) return;
+    t->busy = 1;
+    uint64_t spent = t->armed - t->until_event;
+    ml__heap_flush(t);
+    ml__budget_release(t);
+    pthread_mutex_lock(&registry_lock);
+    *t->pprev = t->next;
+    if (t->next != NULL) t->next->pprev = t->pprev;
+    registered_count--;
+    retired_allocated += t->allocated + spent;
+    retired_allocations += t->allocations;
+    retired_samples += t->samples;
+    pthread_mutex_unlock(&registry_lock);
+    t->allocated += spent;
+    t->state = ML_THREAD_DEAD;
+    t->armed = t->until_event = 0;
+    t->busy = 0;
+}
+
+void ml__thread_register(ml_thread *t)
+{
+    size_t len = sizeof t->je_allocated;
+    mlje_mallctl("thread.allocatedp", (void *)&t->je_allocated, &len, NULL, 0);
+    len = sizeof t->je_deallocated;
+    mlje_mallctl("thread.deallocatedp", (void *)&t->je_deallocated, &len, NULL, 0);
+    t->seen_allocated = *t->je_allocated;
+    t->seen_deallocated = *t->je_deallocated;
+    t->lease_left = ML_NONE;
+    t->task_left = ML_NONE;
+    pthread_mutex_lock(&registry_lock);
+    t->index = next_index++;
+    t->next = registry;
+    if (registry != NULL) registry->pprev = &t->next;
+    t->pprev = &registry;
+    registry = t;
+    registered_count++;
+    pthread_mutex_unlock(&registry_lock);
+    t->state = ML_THREAD_READY;
+    /* May allocate (glibc's second-level key blocks): the nested call passes through, busy. */
+    pthread_setspecific(exit_key, t);
+}
+
+void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (ml_thread *t = registry; t != NULL; t = t->next) fn(t, ctx);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+uint32_t ml__thread_count(void)
+{
+    return ML_LOAD(&registered_count);
+}
+
+struct totals {
+    uint64_t allocated, allocations, samples;
+};
+
+static void add_thread(ml_thread *t, void *ctx)
+{
+    struct totals *sum = ctx;
+    /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
+    sum->allocated += ML_LOAD(&t->allocated) + (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event));
+    sum->allocations += ML_LOAD(&t->allocations);
+    sum->samples += ML_LOAD(&t->samples);
+}
+
+void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples)
+{
+    struct totals sum = {0, 0, 0};
+    pthread_mutex_lock(&registry_lock);
+    sum.allocated = retired_allocated;
+    sum.allocations = retired_allocations;
+    sum.samples = retired_samples;
+    for (ml_thread *t = registry; t != NULL; t = t->next) add_thread(t, &sum);
+    pthread_mutex_unlock(&registry_lock);
+    *allocated = sum.allocated;
+    *allocations = sum.allocations;
+    *samples = sum.samples;
+}
+
+static void fork_prepare(void)
+{
+    _IO_list_lock();
+    pthread_mutex_lock(&registry_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+    _IO_list_unlock();
+}
+
+static void fork_child(void)
+{
+    /* glibc has already reset stdio's list lock in the child; only ours is left. */
+    _IO_list_resetlock();
+    pthread_mutex_init(&registry_lock, NULL);
+    ml_thread *self = &ml__self;
+    for (ml_thread *t = registry; t != NULL; t = t->next) {
+        if (t == self) continue;
+        /* The other threads are gone; their blocks stay live in the child's copy of the heap,
+         * so their reported balances stay in the sum. Their allocations become retired. */
+        retired_allocated += t->allocated + (t->armed - t->until_event);
+        retired_allocations += t->allocations;
+        retired_samples += t->samples;
+    }
+    registry = NULL;
+    registered_count = 0;
+    if (self->state == ML_THREAD_READY) {
+        self->next = NULL;
+        self->pprev = &registry;
+        registry = self;
+        registered_count = 1;
+    }
+}
+
+int ml__thread_setup_key(void)
+{
+    return pthread_key_create(&exit_key, retire);
+}
+
+void ml__thread_setup_fork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}

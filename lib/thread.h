@@ -1,0 +1,67 @@
+/* Per-thread state: one zero-initialised, initial-exec TLS struct of plain data per thread, and
+ * the registry that links the live ones so that the heap can be reconciled across threads.
+ *
+ * Who touches what: the owning thread reads and writes everything here. Other threads read a
+ * registered thread's jemalloc counters and exchange its `reported` balance (heap.c), under the
+ * registry lock, which also keeps the struct registered while they do. A signal handler on the
+ * owning thread may force the countdown to zero (tasks, later) only while `busy` is clear. */
+#ifndef ML_THREAD_H
+#define ML_THREAD_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "sampler.h"
+
+enum ml_thread_state {
+    ML_THREAD_NEW = 0, /* the zero state: first allocation takes the slow path and registers */
+    ML_THREAD_READY,   /* registered; accounting batched */
+    ML_THREAD_DEAD,    /* past its TLS destructor: unregistered, accounted at every allocation */
+};
+
+typedef struct ml_thread {
+    /* Hot: bytes this thread may allocate before the next event. Every allocation subtracts its
+     * size in one instruction (fastpath.h); reaching zero or below takes the slow path. Zero in a
+     * new thread, so the first allocation is an event. */
+    uint64_t until_event;
+    /* Allocations made by this thread, counted on the fast path (the report's allocation index). */
+    uint64_t allocations;
+
+    /* Slow path only. until_event was last set to `armed`, so the bytes allocated since are
+     * armed - until_event (modulo 2^64, which keeps it exact even when the subtraction wrapped). */
+    uint64_t armed;
+    uint64_t allocated;   /* exact requested bytes up to the last arming */
+    uint64_t sample_left; /* bytes up to and including the next sampled byte */
+    uint64_t flush_left;  /* bytes until the next flush of the heap accounting */
+    uint64_t lease_left;  /* bytes of the process budget leased to this thread; ML_NONE: none */
+    uint64_t task_left;   /* bytes the innermost task may still allocate; ML_NONE: no task */
+    uint64_t samples;     /* samples taken by this thread */
+    ml_rng rng;
+
+    /* Heap accounting (heap.c). jemalloc's own per-thread byte counters (usable sizes), read at
+     * events; `reported` is the balance this thread last added to the process's live heap. */
+    const uint64_t *je_allocated, *je_deallocated;
+    uint64_t seen_allocated, seen_deallocated, balance_base;
+    int64_t reported;
+
+    struct ml_thread *next, **pprev; /* registry links, under the registry lock */
+    uint32_t index;                  /* registration order: 0 is the first thread */
+    uint8_t state;                   /* enum ml_thread_state */
+    uint8_t busy;                    /* inside the slow path: nested allocations pass through */
+} ml_thread;
+
+extern ML_TLS ml_thread ml__self;
+
+/* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
+void ml__thread_register(ml_thread *t);
+/* Calls fn on every registered thread, under the registry lock. */
+void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
+/* Number of registered threads. */
+uint32_t ml__thread_count(void);
+/* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
+ * by init.c: the key before jemalloc initialises (so that ours runs first at thread exit), the
+ * fork handlers after (so that ours run first before fork). */
+int ml__thread_setup_key(void);
+void ml__thread_setup_fork(void);
+
+#endif
