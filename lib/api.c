@@ -18,15 +18,16 @@ const char *ml_strstatus(ml_status status)
     return "unknown status";
 }
 
-/* The entry point the interposed `malloc` symbol names in this library (preload/malloc.c). */
-extern void *ml__malloc_entry(size_t size);
+/* The entry point the interposed `malloc` symbol names in this library (preload/malloc.c). Weak:
+ * test programs link the engine without the entry points, and then memlimits is not active. */
+extern void *ml__malloc_entry(size_t size) __attribute__((weak));
 
 int ml_active(void)
 {
     /* A reference to malloc from inside this library goes through the GOT, so it resolves to
      * whichever object the dynamic linker bound malloc to for the whole process. */
     void *(*volatile bound)(size_t) = malloc;
-    return bound == ml__malloc_entry;
+    return ml__malloc_entry != NULL && bound == ml__malloc_entry;
 }
 
 void ml_set_heap_cap(uint64_t bytes)

@@ -1,0 +1,3 @@
+# Criterion test executables (one line each).
+ml_test(sampler)
+ml_test(options)
