@@ -37,7 +37,9 @@ extern "C" {
     X(ML_ALLOCATION_LIMIT, 2, "the task's allocation limit was exceeded")                       \
     X(ML_TOKEN, 3, "the task's token was set")                                                  \
     X(ML_EINVAL, -1, "invalid argument")                                                        \
-    X(ML_ENOTACTIVE, -2, "memlimits does not own malloc in this process")
+    X(ML_ENOTACTIVE, -2, "memlimits does not own malloc in this process")                      \
+    X(ML_ESIGNAL, -3, "the wake-up signal is unavailable: the program handles it")             \
+    X(ML_ENOMEM, -4, "out of memory while setting up the task")
 
 typedef enum ml_status {
 #define ML_STATUS_ENUM(name, code, text) name = code,
@@ -83,6 +85,127 @@ ML_API uint64_t ml_heap_peak(void);
  * operators through them, a zero-byte request counting as one byte; refused allocations are not
  * counted. Thread-safe (it reads only the caller's state) and async-signal-safe. */
 ML_API uint64_t ml_thread_allocated(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Tokens. A token is a flag that, once set, interrupts every task running with it. Tokens live
+ * in memory memlimits never returns to the system, so a destroyed token is detected (and
+ * refused) instead of crashing, until its slot is reused by a later ml_token_create.
+ */
+typedef struct ml_token ml_token;
+
+/* A new, unset token, or NULL (errno ENOMEM) when memory for it cannot be had. Thread-safe. */
+ML_API ml_token *ml_token_create(void);
+
+/* Sets the token, for good: every task running with it is interrupted, tasks on other threads
+ * at their next allocation event (within 32 KiB of allocation) or poll, at once if they run with
+ * ML_WAKE (their blocked system calls return EINTR). Thread-safe and async-signal-safe: it may
+ * be called from a signal handler. NULL or a destroyed token: no effect. */
+ML_API void ml_token_set(ml_token *token);
+
+/* Nonzero when the token is set; 0 when it is not, or is NULL or destroyed. Thread-safe and
+ * async-signal-safe. */
+ML_API int ml_token_is_set(const ml_token *token);
+
+/* Destroys the token. Tasks still running with it are not interrupted by it any more. NULL or
+ * an already destroyed token: no effect. Thread-safe. */
+ML_API void ml_token_destroy(ml_token *token);
+
+/* ------------------------------------------------------------------------------------------
+ * Tasks. A task is a function run on the calling thread under limits. When a limit fires the
+ * task's interrupt becomes pending and is delivered, outside masked sections:
+ *  - by default (ENOMEM delivery), every allocation the task makes from then on fails with NULL
+ *    and errno ENOMEM, which C code already handles; the task returns and ml_run says why;
+ *  - with ML_UNWIND, an allocation made directly by the task's code (not by the C library or
+ *    the dynamic loader on its behalf, which get ENOMEM) unwinds to ml_run with siglongjmp,
+ *    running the cleanups registered with ML_CLEANUP_PUSH and ml_with_resource, innermost
+ *    first, masked;
+ *  - ml_check() unwinds in every mode.
+ * Nested tasks: an inner limit never extends an outer one, every allocation counts against
+ * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it.
+ * Threads created by a task do not inherit its limits; threads without a task are never
+ * affected.
+ */
+enum { ML_UNWIND = 1u << 0, ML_WAKE = 1u << 1 };
+
+typedef struct ml_limits {
+    uint64_t allocations; /* bytes the task may allocate; 0: no allocation limit */
+    int global_memory;    /* nonzero: interrupt when the global memory limit is exceeded */
+    ml_token *token;      /* interrupt when set; NULL: none */
+    unsigned flags;       /* ML_UNWIND, ML_WAKE */
+} ml_limits;
+
+/* Runs fn(arg) on the calling thread as a task under `limits`. Returns ML_OK when no limit
+ * fired, or why the task was interrupted: ML_ALLOCATION_LIMIT (its own or an enclosing task's
+ * allocation limit), ML_MEMORY_LIMIT, ML_TOKEN. Errors, without running fn: ML_EINVAL (limits
+ * or fn NULL, unknown flags, a destroyed token), ML_ENOTACTIVE (memlimits does not own malloc),
+ * ML_ESIGNAL (ML_WAKE, and the wake-up signal has a handler the program installed).
+ * `allocated`, when not NULL, receives the exact bytes the task requested (as counted by
+ * ml_thread_allocated), masked allocations and nested tasks included, refused ones excluded.
+ * The allocation limit is exact: the task is interrupted at the first allocation that takes
+ * its count above `allocations`, never before. A token already set, or a global limit already
+ * exceeded, makes the task start interrupted. Thread-safe: each thread runs its own tasks. */
+ML_API ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
+                        uint64_t *allocated);
+
+/* ml_run with only the global memory limit. */
+ML_API ml_status ml_limit_global_memory(void (*fn)(void *arg), void *arg);
+/* ml_run with only an allocation limit of `limit` bytes (0: none). */
+ML_API ml_status ml_limit_allocations(uint64_t limit, void (*fn)(void *arg), void *arg,
+                                      uint64_t *allocated);
+/* ml_run with only a token; a NULL token is ML_EINVAL. */
+ML_API ml_status ml_limit_with_token(ml_token *token, void (*fn)(void *arg), void *arg);
+
+/* The global memory limit: tasks run with global_memory are interrupted once the live heap
+ * exceeds it, before they allocate 256 KiB more. ML_UNLIMITED (the default, unless
+ * MEMLIMITS_GLOBAL is set): none. Thread-safe. */
+ML_API void ml_set_global_memory_limit(uint64_t bytes);
+ML_API uint64_t ml_global_memory_limit(void);
+
+/* Nonzero when the calling thread's task (or a task enclosing it) has a pending interrupt.
+ * Never delivers. 0 outside tasks. Thread-safe (reads the caller's state). */
+ML_API int ml_is_interrupted(void);
+
+/* A cancellation point: when the calling thread's task has a pending interrupt and the thread
+ * is not masked, unwinds to the innermost ml_run (running cleanups), in every delivery mode.
+ * Otherwise returns. No effect outside tasks. */
+ML_API void ml_check(void);
+
+/* Masking, in the manner of PostgreSQL's HOLD_INTERRUPTS: calls nest, per thread. While masked
+ * nothing is delivered and no allocation is refused by a task limit (allocations still count;
+ * an interrupt they cause stays pending). ml_unmask never delivers by itself: the next
+ * allocation or ml_check after the outermost ml_unmask does. ml_unmask without ml_mask: no
+ * effect. Thread-safe (per-thread state); async-signal-safe. */
+ML_API void ml_mask(void);
+ML_API void ml_unmask(void);
+
+/* Runs acquire(arg, &resource) masked; if it returns nonzero, returns that value and runs
+ * nothing else. Otherwise runs scope(resource, ctx) unmasked, then release(resource) masked,
+ * always: on return and when the task is unwound out of scope, exactly once, with
+ * ml_is_interrupted() true during release when an interrupt happened (so release can poison or
+ * roll back). Returns scope's value when scope returns. acquire, release and scope must not be
+ * NULL (returns -1 with nothing run). */
+ML_API int ml_with_resource(int (*acquire)(void *arg, void **resource), void *arg,
+                            void (*release)(void *resource),
+                            int (*scope)(void *resource, void *ctx), void *ctx);
+
+/* Lexical cleanups, in the style of pthread_cleanup_push: between ML_CLEANUP_PUSH(fn, arg) and
+ * the matching ML_CLEANUP_POP(execute), in the same block, an unwind of the task runs fn(arg)
+ * masked; ML_CLEANUP_POP(1) runs it masked on the normal path, ML_CLEANUP_POP(0) drops it. */
+typedef struct ml_cleanup {
+    struct ml_cleanup *prev;
+    void (*fn)(void *arg);
+    void *arg;
+    void *owner; /* the task whose unwind runs it; NULL outside tasks */
+} ml_cleanup;
+ML_API void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg);
+ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
+#define ML_CLEANUP_PUSH(fn, arg)                                                                \
+    do {                                                                                        \
+        ml_cleanup ml_cleanup_frame_;                                                           \
+        ml_cleanup_push(&ml_cleanup_frame_, (fn), (arg));
+#define ML_CLEANUP_POP(execute)                                                                 \
+        ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                          \
+    } while (0)
 
 #ifdef __cplusplus
 }

@@ -8,9 +8,11 @@
 
 #include "common.h"
 
-ML_NOINLINE void *ml__malloc_slow(size_t size);
-ML_NOINLINE void *ml__calloc_slow(size_t count, size_t size, size_t total);
-ML_NOINLINE void *ml__realloc_slow(void *p, size_t size);
-ML_NOINLINE int ml__memalign_slow(void **out, size_t align, size_t size);
+/* `ret` is the entry point's return address: an allocation refused to a task with ML_UNWIND
+ * unwinds only when that caller is the task's own code, not the C library's. */
+ML_NOINLINE void *ml__malloc_slow(size_t size, const void *ret);
+ML_NOINLINE void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret);
+ML_NOINLINE void *ml__realloc_slow(void *p, size_t size, const void *ret);
+ML_NOINLINE int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret);
 
 #endif

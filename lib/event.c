@@ -25,6 +25,7 @@
 #include "heap.h"
 #include "host.h"
 #include "sampler.h"
+#include "task.h"
 
 static ml_firing firings[ML_LIMIT_KINDS];
 static uint64_t sampler_seed;
@@ -41,7 +42,6 @@ static void consume(ml_thread *t, uint64_t bytes)
     t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
     t->flush_left = t->flush_left > bytes ? t->flush_left - bytes : 0;
     if (t->lease_left != ML_NONE) t->lease_left -= bytes;
-    if (t->task_left != ML_NONE) t->task_left -= bytes;
 }
 
 static void arm(ml_thread *t)
@@ -51,7 +51,7 @@ static void arm(ml_thread *t)
         if (t->flush_left == 0) t->flush_left = ML_FLUSH_BYTES;
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
-        next = ML_MIN(next, t->task_left);
+        if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
     }
     t->armed = next;
     ML_STORE(&t->until_event, next);
@@ -131,6 +131,8 @@ static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
         return ENOMEM;
     }
     ml__heap_flush(t);
+    if (ML_LOAD(&ml__global_tasks) > 0 && ml__heap_live() > ml__global_limit())
+        ml__task_global_exceeded();
     if (!ml__heap_admit(t, n, align, old ? mlje_malloc_usable_size(old) : 0)) {
         fire(t, ML_LIMIT_HEAP, n);
         return ENOMEM;
@@ -143,16 +145,36 @@ int ml__event(uint64_t n, size_t align, void *old)
     ml_thread *t = &ml__self;
     if (t->busy) return 0;
     t->busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the wake-up handler must see busy from here */
     uint64_t spent = t->armed - ML_LOAD(&t->until_event); /* includes n */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
     consume(t, spent - n);
     int verdict = decide(t, n, align, old);
+    if (verdict == 0 && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == 0) consume(t, n);
     arm(t);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     t->busy = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (t->wake_pending) { /* the wake-up signal came while busy: honour it now */
+        t->wake_pending = 0;
+        ml__thread_force_event(t);
+    }
     return verdict;
+}
+
+void ml__thread_ensure(void)
+{
+    ml_thread *t = &ml__self;
+    if (t->state != ML_THREAD_NEW) return;
+    t->busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    thread_start(t);
+    arm(t);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    t->busy = 0;
 }
 
 void ml__event_seed(uint64_t seed)

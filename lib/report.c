@@ -15,6 +15,7 @@
 #include "sampler.h"
 
 int ml_active(void);
+uint64_t ml_global_memory_limit(void);
 
 /* Expands "%p" to the pid and "%%" to "%". */
 static void expand_path(const char *path, char *out, size_t cap)
@@ -77,7 +78,7 @@ typedef struct facts {
     char command[512];
     int pid, status, sig, active;
     const char *event;
-    uint64_t heap_cap, budget, peak, live, allocated, allocations, samples, wall_ns;
+    uint64_t heap_cap, budget, global, peak, live, allocated, allocations, samples, wall_ns;
 } facts;
 
 static void gather(facts *f, const char *event, int status, int sig)
@@ -91,6 +92,7 @@ static void gather(facts *f, const char *event, int status, int sig)
     f->active = ml_active();
     f->heap_cap = ml__heap_cap();
     f->budget = ml__budget_total();
+    f->global = ml_global_memory_limit();
     ml_thread *t = &ml__self;
     if (t->state != ML_THREAD_NEW && !t->busy) ml__heap_flush(t);
     if (!t->busy) ml__heap_reconcile();
@@ -136,6 +138,14 @@ static void text_report(ml_buf *b, const facts *f)
         } else {
             ml__buf_str(b, ", not reached\n");
         }
+    }
+    /* The global memory limit interrupts tasks (ml_run reports those), never the process. */
+    ml__buf_str(b, "  global limit:      ");
+    if (f->global == ML_NONE) {
+        ml__buf_str(b, "none\n");
+    } else {
+        ml__buf_size(b, f->global);
+        ml__buf_str(b, " (for tasks run under it)\n");
     }
     ml__buf_str(b, "  live heap:         peak ");
     ml__buf_u64(b, f->peak);
@@ -204,7 +214,9 @@ static void json_report(ml_buf *b, const facts *f)
         }
         ml__buf_str(b, "}");
     }
-    ml__buf_str(b, "},\"heap_peak\":");
+    ml__buf_str(b, ",\"global\":{\"bytes\":");
+    json_u64_or_null(b, f->global);
+    ml__buf_str(b, "}},\"heap_peak\":");
     ml__buf_u64(b, f->peak);
     ml__buf_str(b, ",\"heap_final\":");
     ml__buf_u64(b, f->live);

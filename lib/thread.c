@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "heap.h"
 #include "host.h"
+#include "task.h"
 
 ML_TLS ml_thread ml__self;
 
@@ -67,7 +68,6 @@ void ml__thread_register(ml_thread *t)
     t->seen_allocated = *t->je_allocated;
     t->seen_deallocated = *t->je_deallocated;
     t->lease_left = ML_NONE;
-    t->task_left = ML_NONE;
     pthread_mutex_lock(&registry_lock);
     t->index = next_index++;
     t->next = registry;
@@ -76,9 +76,27 @@ void ml__thread_register(ml_thread *t)
     registry = t;
     registered_count++;
     pthread_mutex_unlock(&registry_lock);
+    t->tid = ml__gettid();
     t->state = ML_THREAD_READY;
     /* May allocate (glibc's second-level key blocks): the nested call passes through, busy. */
     pthread_setspecific(exit_key, t);
+}
+
+void ml__thread_force_event(ml_thread *t)
+{
+    uint64_t left = ML_LOAD(&t->until_event);
+    ML_STORE(&t->armed, t->armed - left);
+    ML_STORE(&t->until_event, 0);
+}
+
+void ml__registry_lock(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+void ml__registry_unlock(void)
+{
+    pthread_mutex_unlock(&registry_lock);
 }
 
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx)
@@ -148,6 +166,7 @@ static void fork_child(void)
     }
     registry = NULL;
     registered_count = 0;
+    ml__task_fork_child();
     if (self->state == ML_THREAD_READY) {
         self->next = NULL;
         self->pprev = &registry;

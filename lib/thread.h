@@ -34,7 +34,6 @@ typedef struct ml_thread {
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
     uint64_t flush_left;  /* bytes until the next flush of the heap accounting */
     uint64_t lease_left;  /* bytes of the process budget leased to this thread; ML_NONE: none */
-    uint64_t task_left;   /* bytes the innermost task may still allocate; ML_NONE: no task */
     uint64_t samples;     /* samples taken by this thread */
     ml_rng rng;
 
@@ -43,6 +42,13 @@ typedef struct ml_thread {
     const uint64_t *je_allocated, *je_deallocated;
     uint64_t seen_allocated, seen_deallocated, balance_base;
     int64_t reported;
+
+    /* Tasks (task.c). `task` is the innermost task running on this thread; the wake-up signal's
+     * handler sets wake_pending when it finds the thread busy. */
+    struct ml_task *task;
+    uint32_t mask_depth;
+    volatile int wake_pending;
+    int tid;
 
     struct ml_thread *next, **pprev; /* registry links, under the registry lock */
     uint32_t index;                  /* registration order: 0 is the first thread */
@@ -54,6 +60,14 @@ extern ML_TLS ml_thread ml__self;
 
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);
+/* Makes sure the calling thread is registered (outside the allocator: ml_run and friends). */
+void ml__thread_ensure(void);
+/* Makes the calling thread's next allocation an event, keeping the count exact: the bytes left
+ * on the countdown are taken off `armed`. Owner thread only, not busy; async-signal-safe. */
+void ml__thread_force_event(ml_thread *t);
+/* Runs fn with the registry lock held (the lock also guards the list of cross-thread tasks). */
+void ml__registry_lock(void);
+void ml__registry_unlock(void);
 /* Calls fn on every registered thread, under the registry lock. */
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 /* Number of registered threads. */

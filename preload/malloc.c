@@ -25,33 +25,39 @@ void cfree(void *p);
 /* glibc's MALLOC_ALIGNMENT on x86-64: malloc's blocks are already this aligned. */
 #define ML_MALLOC_ALIGNMENT 16
 
-static inline __attribute__((always_inline)) void *do_malloc(size_t size)
+/* The caller of the entry point: the inline helpers below are always inlined into an entry, so
+ * this is the address the entry returns to. */
+#define CALLER __builtin_return_address(0)
+
+static inline __attribute__((always_inline)) void *do_malloc(size_t size, const void *ret)
 {
     ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__malloc_slow(size);
+    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__malloc_slow(size, ret);
     return mlje_malloc(size);
 }
 
 /* Aligned allocation with a valid power-of-two alignment >= sizeof(void *); returns an errno. */
-static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size)
+static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
+                                                           const void *ret)
 {
     ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__memalign_slow(out, align, size);
+    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__memalign_slow(out, align, size, ret);
     return mlje_posix_memalign(out, align, size);
 }
 
 /* glibc's memalign: small alignments are malloc's; others are rounded up to a power of two;
  * alignments above SIZE_MAX/2 + 1 are invalid. */
-static void *do_memalign(size_t align, size_t size)
+static inline __attribute__((always_inline)) void *do_memalign(size_t align, size_t size,
+                                                             const void *ret)
 {
     void *p = NULL;
-    if (align <= ML_MALLOC_ALIGNMENT) return do_malloc(size);
+    if (align <= ML_MALLOC_ALIGNMENT) return do_malloc(size, ret);
     if (align > SIZE_MAX / 2 + 1) {
         errno = EINVAL;
         return NULL;
     }
     if ((align & (align - 1)) != 0) align = (size_t)1 << (64 - __builtin_clzll(align));
-    int err = do_aligned(&p, align, size);
+    int err = do_aligned(&p, align, size, ret);
     if (err != 0) {
         errno = err;
         return NULL;
@@ -61,7 +67,7 @@ static void *do_memalign(size_t align, size_t size)
 
 ENTRY void *malloc(size_t size)
 {
-    return do_malloc(size);
+    return do_malloc(size, CALLER);
 }
 
 ENTRY void free(void *p)
@@ -77,19 +83,19 @@ ENTRY void *calloc(size_t count, size_t size)
         return NULL;
     }
     ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(total)))) return ml__calloc_slow(count, size, total);
+    if (ML_UNLIKELY(ml__charge(ML_CHARGE(total)))) return ml__calloc_slow(count, size, total, CALLER);
     return mlje_calloc(count, size);
 }
 
 ENTRY void *realloc(void *p, size_t size)
 {
-    if (p == NULL) return do_malloc(size);
+    if (p == NULL) return do_malloc(size, CALLER);
     if (size == 0) { /* glibc: frees the block and returns NULL */
         mlje_free(p);
         return NULL;
     }
     ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size);
+    if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size, CALLER);
     void *q = mlje_realloc(p, size);
     if (ML_UNLIKELY(q == NULL)) errno = ENOMEM; /* stock jemalloc leaves errno alone here */
     return q;
@@ -110,24 +116,24 @@ ENTRY int posix_memalign(void **out, size_t align, size_t size)
     /* The out-pointer is left untouched on every error. */
     if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
     void *p;
-    int err = do_aligned(&p, align, size);
+    int err = do_aligned(&p, align, size, CALLER);
     if (err == 0) *out = p;
     return err;
 }
 
 ENTRY void *aligned_alloc(size_t align, size_t size)
 {
-    return do_memalign(align, size); /* glibc 2.36: aligned_alloc is memalign */
+    return do_memalign(align, size, CALLER); /* glibc 2.36: aligned_alloc is memalign */
 }
 
 ENTRY void *memalign(size_t align, size_t size)
 {
-    return do_memalign(align, size);
+    return do_memalign(align, size, CALLER);
 }
 
 ENTRY void *valloc(size_t size)
 {
-    return do_memalign(ml__page_size(), size);
+    return do_memalign(ml__page_size(), size, CALLER);
 }
 
 ENTRY void *pvalloc(size_t size)
@@ -139,7 +145,7 @@ ENTRY void *pvalloc(size_t size)
         return NULL;
     }
     rounded &= ~(page - 1);
-    return do_memalign(page, rounded ? rounded : page);
+    return do_memalign(page, rounded ? rounded : page, CALLER);
 }
 
 ENTRY size_t malloc_usable_size(void *p)
