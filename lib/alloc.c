@@ -24,7 +24,7 @@ static void *checked(void *p)
 
 void *ml__malloc_slow(size_t size, const void *ret)
 {
-    int verdict = ml__event(ML_CHARGE(size), 0, NULL);
+    int verdict = ml__event(size, 0, NULL);
     if (verdict != 0) {
         errno = refuse(verdict, ret);
         return NULL;
@@ -34,7 +34,7 @@ void *ml__malloc_slow(size_t size, const void *ret)
 
 void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
 {
-    int verdict = ml__event(ML_CHARGE(total), 0, NULL);
+    int verdict = ml__event(total, 0, NULL);
     if (verdict != 0) {
         errno = refuse(verdict, ret);
         return NULL;
@@ -54,7 +54,7 @@ void *ml__realloc_slow(void *p, size_t size, const void *ret)
 
 int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
 {
-    int verdict = ml__event(ML_CHARGE(size), align, NULL);
+    int verdict = ml__event(size, align, NULL);
     if (verdict != 0) return refuse(verdict, ret);
     return mlje_posix_memalign(out, align, size);
 }

@@ -63,5 +63,5 @@ uint64_t ml_heap_peak(void)
 uint64_t ml_thread_allocated(void)
 {
     const ml_thread *t = &ml__self;
-    return t->allocated + (t->armed - ML_LOAD(&t->until_event));
+    return t->allocated + ml__since_arm(t);
 }

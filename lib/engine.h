@@ -10,18 +10,22 @@
 #include "options.h"
 #include "thread.h"
 
-/* The fast path, in one place: charge an allocation of n requested bytes to the calling thread's
- * countdown. Cost: one TLS read-modify-write subtract and one branch. Returns nonzero when the
- * countdown reached zero or below (or n exceeded it), which is an event for the slow path. The
- * subtraction is a single instruction on x86-64 so that a signal handler forcing the countdown
- * to zero cannot lose its store between a load and a store of ours. */
+/* The fast path, in one place: count one allocation of n requested bytes against the calling
+ * thread's countdown. Cost: one TLS increment, one TLS subtract-with-borrow and one branch.
+ * Charging n + 1 (stc; sbb) makes zero-byte requests move the countdown too, so no sequence of
+ * allocations escapes the events, and borrows correctly even for n = SIZE_MAX; the exact byte
+ * count is recovered with the allocation counter (ml__since_arm). Returns nonzero when the
+ * countdown reached zero or went below, which is an event for the slow path. The subtraction is
+ * one instruction, so a signal handler forcing the countdown to zero (wake.c) cannot lose its
+ * store between a load and a store of ours. */
 static inline __attribute__((always_inline)) int ml__charge(uint64_t n)
 {
+    ml__self.allocations++;
 #if defined(__x86_64__)
     /* The countdown is passed as an input memory operand: asm goto with outputs is miscompiled by
      * GCC 12 here (the taken edge was dropped). Nothing else in an entry point reads it, and the
      * slow path reads it with an atomic load, so no stale copy can be used. */
-    __asm__ goto("subq %1, %0\n\tjbe %l[event]"
+    __asm__ goto("stc\n\tsbbq %1, %0\n\tjbe %l[event]"
                  :
                  : "m"(ml__self.until_event), "r"(n)
                  : "cc"
@@ -31,13 +35,10 @@ event:
     return 1;
 #else
     uint64_t left = __atomic_load_n(&ml__self.until_event, __ATOMIC_RELAXED);
-    __atomic_store_n(&ml__self.until_event, left - n, __ATOMIC_RELAXED);
-    return n >= left;
+    __atomic_store_n(&ml__self.until_event, left - n - 1, __ATOMIC_RELAXED);
+    return n >= left || n + 1 == 0;
 #endif
 }
-
-/* A zero-byte request is charged as one byte: it returns a distinct block all the same. */
-#define ML_CHARGE(n) ((uint64_t)(n) + ((n) == 0))
 
 /* The slow path of every allocating entry point. `n` was charged already; `align` is the
  * requested alignment (0: default) and `old` the block a realloc replaces (NULL otherwise).

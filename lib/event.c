@@ -54,6 +54,7 @@ static void arm(ml_thread *t)
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
     }
     t->armed = next;
+    t->allocations_at_arm = t->allocations;
     ML_STORE(&t->until_event, next);
 }
 
@@ -146,9 +147,10 @@ int ml__event(uint64_t n, size_t align, void *old)
     if (t->busy) return 0;
     t->busy = 1;
     __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the wake-up handler must see busy from here */
-    uint64_t spent = t->armed - ML_LOAD(&t->until_event); /* includes n */
+    uint64_t spent = ml__since_arm(t); /* includes n */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
+    t->allocations_at_arm = t->allocations;
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
     consume(t, spent - n);
     int verdict = decide(t, n, align, old);

@@ -91,7 +91,7 @@ static int refresh(ml_thread *t)
 
 static uint64_t exact_allocated(const ml_thread *t)
 {
-    return t->allocated + (t->armed - ML_LOAD(&t->until_event));
+    return t->allocated + ml__since_arm(t);
 }
 
 int ml__task_decide(ml_thread *t, uint64_t n)

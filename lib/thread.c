@@ -42,7 +42,7 @@ static void retire(void *arg)
     ml_thread *t = arg;
     if (t != &ml__self || t->state != ML_THREAD_READY) return;
     t->busy = 1;
-    uint64_t spent = t->armed - t->until_event;
+    uint64_t spent = ml__since_arm(t);
     ml__heap_flush(t);
     ml__budget_release(t);
     pthread_mutex_lock(&registry_lock);
@@ -56,6 +56,7 @@ static void retire(void *arg)
     t->allocated += spent;
     t->state = ML_THREAD_DEAD;
     t->armed = t->until_event = 0;
+    t->allocations_at_arm = t->allocations;
     t->busy = 0;
 }
 
@@ -119,7 +120,7 @@ static void add_thread(ml_thread *t, void *ctx)
 {
     struct totals *sum = ctx;
     /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
-    sum->allocated += ML_LOAD(&t->allocated) + (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event));
+    sum->allocated += ML_LOAD(&t->allocated) + ml__since_arm(t);
     sum->allocations += ML_LOAD(&t->allocations);
     sum->samples += ML_LOAD(&t->samples);
 }
@@ -160,7 +161,7 @@ static void fork_child(void)
         if (t == self) continue;
         /* The other threads are gone; their blocks stay live in the child's copy of the heap,
          * so their reported balances stay in the sum. Their allocations become retired. */
-        retired_allocated += t->allocated + (t->armed - t->until_event);
+        retired_allocated += t->allocated + ml__since_arm(t);
         retired_allocations += t->allocations;
         retired_samples += t->samples;
     }

@@ -20,16 +20,17 @@ enum ml_thread_state {
 };
 
 typedef struct ml_thread {
-    /* Hot: bytes this thread may allocate before the next event. Every allocation subtracts its
-     * size in one instruction (fastpath.h); reaching zero or below takes the slow path. Zero in a
-     * new thread, so the first allocation is an event. */
+    /* Hot: what this thread may allocate before the next event. Every allocation of n bytes
+     * subtracts n + 1 in one instruction (engine.h); reaching zero or below takes the slow path.
+     * Zero in a new thread, so the first allocation is an event. */
     uint64_t until_event;
     /* Allocations made by this thread, counted on the fast path (the report's allocation index). */
     uint64_t allocations;
 
-    /* Slow path only. until_event was last set to `armed`, so the bytes allocated since are
-     * armed - until_event (modulo 2^64, which keeps it exact even when the subtraction wrapped). */
+    /* Slow path only. until_event was last set to `armed` when `allocations` was
+     * `allocations_at_arm`; see ml__since_arm. */
     uint64_t armed;
+    uint64_t allocations_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
     uint64_t flush_left;  /* bytes until the next flush of the heap accounting */
@@ -57,6 +58,15 @@ typedef struct ml_thread {
 } ml_thread;
 
 extern ML_TLS ml_thread ml__self;
+
+/* Requested bytes allocated since the countdown was armed, exactly: each allocation took
+ * n + 1 off the countdown and added 1 to `allocations`. Modulo 2^64, which keeps it exact even
+ * when a subtraction wrapped (n = SIZE_MAX charges 2^64). Includes an allocation being charged. */
+static inline uint64_t ml__since_arm(const ml_thread *t)
+{
+    return (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event)) -
+           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm));
+}
 
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);

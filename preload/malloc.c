@@ -3,7 +3,7 @@
  * policy lives in lib/; a taken branch goes to the out-of-line slow halves in lib/alloc.c.
  *
  * Fast-path budget, per allocating call: one TLS increment (the allocation index), one TLS
- * subtract and one branch. Free: nothing but jemalloc's own free. */
+ * subtract and one branch (ml__charge in lib/engine.h). Free: nothing but jemalloc's own free. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
@@ -31,8 +31,7 @@ void cfree(void *p);
 
 static inline __attribute__((always_inline)) void *do_malloc(size_t size, const void *ret)
 {
-    ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__malloc_slow(size, ret);
+    if (ML_UNLIKELY(ml__charge(size))) return ml__malloc_slow(size, ret);
     return mlje_malloc(size);
 }
 
@@ -40,8 +39,7 @@ static inline __attribute__((always_inline)) void *do_malloc(size_t size, const 
 static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
                                                            const void *ret)
 {
-    ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(size)))) return ml__memalign_slow(out, align, size, ret);
+    if (ML_UNLIKELY(ml__charge(size))) return ml__memalign_slow(out, align, size, ret);
     return mlje_posix_memalign(out, align, size);
 }
 
@@ -82,8 +80,7 @@ ENTRY void *calloc(size_t count, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    ml__self.allocations++;
-    if (ML_UNLIKELY(ml__charge(ML_CHARGE(total)))) return ml__calloc_slow(count, size, total, CALLER);
+    if (ML_UNLIKELY(ml__charge(total))) return ml__calloc_slow(count, size, total, CALLER);
     return mlje_calloc(count, size);
 }
 
@@ -94,7 +91,6 @@ ENTRY void *realloc(void *p, size_t size)
         mlje_free(p);
         return NULL;
     }
-    ml__self.allocations++;
     if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size, CALLER);
     void *q = mlje_realloc(p, size);
     if (ML_UNLIKELY(q == NULL)) errno = ENOMEM; /* stock jemalloc leaves errno alone here */
