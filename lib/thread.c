@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
 #include "budget.h"
 #include "engine.h"
@@ -60,12 +61,33 @@ static void retire(void *arg)
     t->busy = 0;
 }
 
-void ml__thread_register(ml_thread *t)
+/* Under an exhausted address space (RLIMIT_AS), jemalloc 5.3 cannot allocate a new thread's
+ * cache and ignores the failure: its fast paths then dereference a NULL bin and the thread
+ * crashes in malloc. Turning the cache off afterwards crashes too (it flushes the broken bins).
+ * So, before jemalloc first sees a thread, check that 1 MiB of address space can still be had;
+ * if not, let jemalloc set this thread up with its cache option off (jemalloc's own global,
+ * linked into this object, read only while a thread's state is created), so that the thread's
+ * allocations take the arena path and fail with NULL like any other. Other threads created at
+ * the same moment may start without a cache too, which only costs speed. A thread whose first
+ * call is free() is set up by jemalloc before memlimits sees it. */
+extern _Bool je_opt_tcache;
+
+static void register_with_jemalloc(ml_thread *t)
 {
     size_t len = sizeof t->je_allocated;
+    void *probe = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    _Bool cache = je_opt_tcache;
+    if (probe != MAP_FAILED) munmap(probe, 1 << 20);
+    else je_opt_tcache = 0;
     mlje_mallctl("thread.allocatedp", (void *)&t->je_allocated, &len, NULL, 0);
+    je_opt_tcache = cache;
     len = sizeof t->je_deallocated;
     mlje_mallctl("thread.deallocatedp", (void *)&t->je_deallocated, &len, NULL, 0);
+}
+
+void ml__thread_register(ml_thread *t)
+{
+    register_with_jemalloc(t);
     t->seen_allocated = *t->je_allocated;
     t->seen_deallocated = *t->je_deallocated;
     t->lease_left = ML_NONE;
