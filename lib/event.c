@@ -134,7 +134,7 @@ static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
     ml__heap_flush(t);
     if (ML_LOAD(&ml__global_tasks) > 0 && ml__heap_live() > ml__global_limit())
         ml__task_global_exceeded();
-    if (!ml__heap_admit(t, n, align, old ? mlje_malloc_usable_size(old) : 0)) {
+    if (!ml__heap_admit(n, align, old)) {
         fire(t, ML_LIMIT_HEAP, n);
         return ENOMEM;
     }

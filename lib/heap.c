@@ -62,11 +62,11 @@ void ml__heap_reconcile(void)
     ml__thread_each(flush_remote, NULL);
 }
 
-int ml__heap_admit(ml_thread *t, size_t size, size_t align, size_t old_usable)
+int ml__heap_admit(size_t size, size_t align, const void *old)
 {
     uint64_t cap = ML_LOAD(&heap_cap);
     if (cap == UINT64_MAX) return 1;
-    ml__heap_flush(t);
+    size_t old_usable = old != NULL ? mlje_malloc_usable_size(old) : 0;
     size_t usable = mlje_nallocx(size ? size : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0);
     if (usable == 0) return 0; /* larger than jemalloc can serve */
     for (int attempt = 0; attempt < 2; attempt++) {

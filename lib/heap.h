@@ -25,10 +25,10 @@ void ml__heap_flush(ml_thread *t);
 /* Flushes every registered thread (reads their counters), making the live heap exact up to
  * allocations in flight. Takes the registry lock. */
 void ml__heap_reconcile(void);
-/* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing a block of
- * `old_usable` bytes (realloc; 0 otherwise), keeps the live heap within the cap. Flushes the
- * caller first and reconciles before answering no. Preconditions: busy, thread READY or DEAD. */
-int ml__heap_admit(ml_thread *t, size_t size, size_t align, size_t old_usable);
+/* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing the block
+ * `old` (realloc; NULL otherwise), keeps the live heap within the cap. Reconciles every thread
+ * before answering no. Preconditions: busy, the caller flushed. */
+int ml__heap_admit(size_t size, size_t align, const void *old);
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);
