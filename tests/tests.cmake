@@ -6,3 +6,6 @@ add_test(NAME fuzz_options
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/fuzz.sh ${CMAKE_SOURCE_DIR}
                  ${CMAKE_CURRENT_BINARY_DIR}/fuzz 20)
 set_tests_properties(fuzz_options PROPERTIES TIMEOUT 300)
+# Install into a temporary prefix and build clients with pkg-config and find_package.
+add_test(NAME install COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/install_test.sh ${CMAKE_BINARY_DIR}
+                              ${CMAKE_CURRENT_BINARY_DIR}/install-test)
