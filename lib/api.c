@@ -24,10 +24,27 @@ extern void *ml__malloc_entry(size_t size) __attribute__((weak));
 
 int ml_active(void)
 {
-    /* A reference to malloc from inside this library goes through the GOT, so it resolves to
-     * whichever object the dynamic linker bound malloc to for the whole process. */
-    void *(*volatile bound)(size_t) = malloc;
-    return ml__malloc_entry != NULL && bound == ml__malloc_entry;
+    /* Whether calls to malloc reach this library's entry point: call it through the GOT (bound
+     * to whichever object owns malloc for the whole process) and see whether this thread's
+     * allocation counter moved. Comparing addresses is not enough: a non-PIE executable that
+     * takes malloc's address makes its own PLT stub the canonical address of malloc. Ownership
+     * is settled when the program starts, so the answer is kept. */
+    static int known; /* 0: not asked yet, 1: active, 2: not */
+    int k = ML_LOAD(&known);
+    if (k == 0) {
+        int owned = 0;
+        if (ml__malloc_entry != NULL) {
+            void *(*volatile bound_malloc)(size_t) = malloc;
+            void (*volatile bound_free)(void *) = free;
+            uint64_t before = ML_LOAD(&ml__self.allocations);
+            void *p = bound_malloc(1);
+            owned = ML_LOAD(&ml__self.allocations) != before;
+            bound_free(p);
+        }
+        k = owned ? 1 : 2;
+        ML_STORE(&known, k);
+    }
+    return k == 1;
 }
 
 void ml_set_heap_cap(uint64_t bytes)

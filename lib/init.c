@@ -22,6 +22,7 @@
 #include "host.h"
 #include "memlimits.h"
 #include "sampler.h"
+#include "task.h"
 
 static int init_state; /* 0: not started, 1: running, 2: done */
 static ml_config config;
@@ -86,7 +87,7 @@ static void init_once(void)
     ml__event_seed(config.seed.set ? config.seed.value : ml__os_entropy());
     if (config.heap != ML_NONE) ml__heap_set_cap(config.heap);
     if (config.alloc != ML_NONE) ml__budget_set(config.alloc);
-    if (config.global != ML_NONE) ml_set_global_memory_limit(config.global);
+    if (config.global != ML_NONE) ml__task_set_global_limit(config.global);
     if (config.verbose) print_config();
 }
 

@@ -279,7 +279,7 @@ static void print_int(const void *field, char *out, size_t cap)
 static void print_signal(const void *field, char *out, size_t cap)
 {
     int sig = *(const int *)field;
-    char tmp[32];
+    char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
     if (sig == 0) {
         ml__buf_str(&b, "default (a free real-time signal)");

@@ -13,9 +13,10 @@
 #include "heap.h"
 #include "host.h"
 #include "sampler.h"
+#include "task.h"
 
 int ml_active(void);
-uint64_t ml_global_memory_limit(void);
+
 
 /* Expands "%p" to the pid and "%%" to "%". */
 static void expand_path(const char *path, char *out, size_t cap)
@@ -92,7 +93,7 @@ static void gather(facts *f, const char *event, int status, int sig)
     f->active = ml_active();
     f->heap_cap = ml__heap_cap();
     f->budget = ml__budget_total();
-    f->global = ml_global_memory_limit();
+    f->global = ml__global_limit();
     ml_thread *t = &ml__self;
     if (t->state != ML_THREAD_NEW && !t->busy) ml__heap_flush(t);
     if (!t->busy) ml__heap_reconcile();

@@ -35,11 +35,16 @@ uint64_t ml__global_limit(void)
     return ML_LOAD(&global_limit);
 }
 
+void ml__task_set_global_limit(uint64_t bytes)
+{
+    ML_STORE(&global_limit, bytes);
+    ML_STORE(&global_marked_generation, 0); /* a new limit: look again */
+}
+
 void ml_set_global_memory_limit(uint64_t bytes)
 {
     if (!ml__initialised()) ml__init();
-    ML_STORE(&global_limit, bytes);
-    ML_STORE(&global_marked_generation, 0); /* a new limit: look again */
+    ml__task_set_global_limit(bytes);
 }
 
 uint64_t ml_global_memory_limit(void)

@@ -56,6 +56,8 @@ void ml__task_global_exceeded(void);
 /* Number of global-memory tasks running, for the slow path's cheap test. */
 extern int ml__global_tasks;
 uint64_t ml__global_limit(void);
+/* Sets the global memory limit without initialising (init.c, from MEMLIMITS_GLOBAL). */
+void ml__task_set_global_limit(uint64_t bytes);
 void ml__task_fork_child(void);
 
 #endif
