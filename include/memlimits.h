@@ -51,10 +51,12 @@ typedef enum ml_status {
  * in the table. Never NULL. Thread-safe and async-signal-safe. */
 ML_API const char *ml_strstatus(ml_status status);
 
-/* Nonzero when memlimits owns malloc in this process, i.e. calls to malloc resolve to
+/* Nonzero when memlimits owns malloc in this process, i.e. calls to malloc reach
  * libmemlimits.so (it was preloaded, or linked ahead of libc). Zero when the library was merely
- * loaded (dlopen) after another allocator took malloc: then no limit applies and ml_set_heap_cap
- * and the task functions refuse with ML_ENOTACTIVE. Thread-safe. */
+ * loaded (dlopen) after another allocator took malloc: then no limit applies, ml_set_heap_cap
+ * does nothing and the task functions refuse with ML_ENOTACTIVE. (dlopen of the library needs
+ * static TLS room beyond glibc's default: GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096.)
+ * The first call makes one zero-byte allocation to find out. Thread-safe. */
 ML_API int ml_active(void);
 
 /* Sets the hard heap cap: from now on, an allocation that would take the live heap above `bytes`
@@ -82,8 +84,10 @@ ML_API uint64_t ml_heap_peak(void);
 
 /* Bytes the calling thread has requested so far, exact: the sum of the sizes passed to malloc,
  * calloc (count times size), realloc (the new size), the aligned allocators and the C++
- * operators through them, a zero-byte request counting as one byte; refused allocations are not
- * counted. Thread-safe (it reads only the caller's state) and async-signal-safe. */
+ * operators through them (a zero-byte request counts 0). Not counted: allocations refused by a
+ * limit, and allocations of 64 KiB or more that fail for lack of memory (a smaller one that
+ * fails that way is counted). Thread-safe (it reads only the caller's state) and
+ * async-signal-safe. */
 ML_API uint64_t ml_thread_allocated(void);
 
 /* ------------------------------------------------------------------------------------------
@@ -118,8 +122,13 @@ ML_API void ml_token_destroy(ml_token *token);
  *  - with ML_UNWIND, an allocation made directly by the task's code (not by the C library or
  *    the dynamic loader on its behalf, which get ENOMEM) unwinds to ml_run with siglongjmp,
  *    running the cleanups registered with ML_CLEANUP_PUSH and ml_with_resource, innermost
- *    first, masked;
+ *    first, masked. Compile such code with -fno-builtin-malloc (or -fno-builtin): otherwise
+ *    the compiler, which assumes malloc returns, may move or drop stores around the call that
+ *    the cleanups then miss;
  *  - ml_check() unwinds in every mode.
+ * Nothing is unwound out of a signal handler (an allocation or ml_check there gets ENOMEM or
+ * returns). If fn leaves the thread (pthread_exit, cancellation), the task's cleanups run and
+ * the task is taken down as by an unwind.
  * Nested tasks: an inner limit never extends an outer one, every allocation counts against
  * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it.
  * Threads created by a task do not inherit its limits; threads without a task are never
@@ -201,7 +210,9 @@ ML_API void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg)
 ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
 #define ML_CLEANUP_PUSH(fn, arg)                                                                \
     do {                                                                                        \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wshadow\"")          \
         ml_cleanup ml_cleanup_frame_;                                                           \
+        _Pragma("GCC diagnostic pop")                                                           \
         ml_cleanup_push(&ml_cleanup_frame_, (fn), (arg));
 #define ML_CLEANUP_POP(execute)                                                                 \
         ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                          \

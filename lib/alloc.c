@@ -2,6 +2,7 @@
 #include "alloc.h"
 
 #include <errno.h>
+#include <stdint.h>
 
 #include "engine.h"
 #include "host.h"
@@ -11,14 +12,23 @@
  * fail with ENOMEM. Nothing is held here: busy is clear and jemalloc was not entered. */
 static int refuse(int verdict, const void *ret)
 {
-    if (verdict == ML_VERDICT_UNWIND && ml__task_caller_may_unwind(ret))
+    if (verdict == ML_VERDICT_UNWIND && ml__task_caller_may_unwind(ret) &&
+        ml__task_may_unwind_now(&ml__self))
         ml__task_unwind(&ml__self);
     return ENOMEM;
 }
 
-static void *checked(void *p)
+/* After the jemalloc call of an admitted allocation: on failure the n bytes were never
+ * allocated, so they are given back; on success the live heap is flushed again, so that a large
+ * block freed before the thread's next event still reaches the peak. */
+static void *settle(void *p, uint64_t n)
 {
-    if (ML_UNLIKELY(p == NULL)) errno = ENOMEM;
+    if (ML_UNLIKELY(p == NULL)) {
+        ml__event_refund(n);
+        errno = ENOMEM;
+    } else {
+        ml__event_after(n);
+    }
     return p;
 }
 
@@ -29,7 +39,7 @@ void *ml__malloc_slow(size_t size, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return checked(mlje_malloc(size));
+    return settle(mlje_malloc(size), size);
 }
 
 void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
@@ -39,7 +49,7 @@ void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return checked(mlje_calloc(count, size));
+    return settle(mlje_calloc(count, size), total);
 }
 
 void *ml__realloc_slow(void *p, size_t size, const void *ret)
@@ -49,12 +59,14 @@ void *ml__realloc_slow(void *p, size_t size, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return checked(mlje_realloc(p, size));
+    return settle(mlje_realloc(p, size), size);
 }
 
 int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
 {
     int verdict = ml__event(size, align, NULL);
     if (verdict != 0) return refuse(verdict, ret);
-    return mlje_posix_memalign(out, align, size);
+    int err = mlje_posix_memalign(out, align, size);
+    settle(err == 0 ? *out : NULL, size);
+    return err;
 }

@@ -27,6 +27,8 @@
 #include "sampler.h"
 #include "task.h"
 
+#define ML_MAX_REQUEST ((uint64_t)1 << 47)
+
 static ml_firing firings[ML_LIMIT_KINDS];
 static uint64_t sampler_seed;
 
@@ -126,7 +128,10 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 /* Whether the allocation at hand may proceed. */
 static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
 {
-    if (n > PTRDIFF_MAX) return ENOMEM; /* fails anyway; no limit is involved */
+    /* Larger than the user address space (47 bits on x86-64), or than jemalloc's largest size
+     * class: fails anyway, no limit is involved, and it is not counted. */
+    if (n > ML_MAX_REQUEST || mlje_nallocx(n ? n : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0) == 0)
+        return ENOMEM;
     if (n > t->lease_left && !ml__budget_extend(t, n - t->lease_left)) {
         fire(t, ML_LIMIT_ALLOC, n);
         return ENOMEM;
@@ -144,9 +149,7 @@ static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
 int ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    if (t->busy) return 0;
-    t->busy = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the wake-up handler must see busy from here */
+    if (!ml__busy_enter(t)) return 0;
     uint64_t spent = ml__since_arm(t); /* includes n */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
@@ -157,26 +160,35 @@ int ml__event(uint64_t n, size_t align, void *old)
     if (verdict == 0 && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == 0) consume(t, n);
     arm(t);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    t->busy = 0;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    if (t->wake_pending) { /* the wake-up signal came while busy: honour it now */
-        t->wake_pending = 0;
-        ml__thread_force_event(t);
-    }
+    ml__busy_leave(t);
     return verdict;
+}
+
+void ml__event_refund(uint64_t n)
+{
+    ml_thread *t = &ml__self;
+    if (!ml__busy_enter(t)) return; /* a nested allocation was never counted */
+    t->allocated -= n;
+    if (t->lease_left != ML_NONE) t->lease_left += n;
+    ml__thread_force_event(t); /* re-arm the task limits against the corrected count */
+    ml__busy_leave(t);
+}
+
+void ml__event_after(uint64_t n)
+{
+    ml_thread *t = &ml__self;
+    if (n < ML_FLUSH_BYTES || t->state == ML_THREAD_NEW || !ml__busy_enter(t)) return;
+    ml__heap_flush(t);
+    ml__busy_leave(t);
 }
 
 void ml__thread_ensure(void)
 {
     ml_thread *t = &ml__self;
-    if (t->state != ML_THREAD_NEW) return;
-    t->busy = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (t->state != ML_THREAD_NEW || !ml__busy_enter(t)) return;
     thread_start(t);
     arm(t);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    t->busy = 0;
+    ml__busy_leave(t);
 }
 
 void ml__event_seed(uint64_t seed)

@@ -62,6 +62,11 @@ void ml__heap_reconcile(void)
     ml__thread_each(flush_remote, NULL);
 }
 
+void ml__heap_reconcile_locked(void)
+{
+    ml__thread_each_locked(flush_remote, NULL);
+}
+
 int ml__heap_admit(size_t size, size_t align, const void *old)
 {
     uint64_t cap = ML_LOAD(&heap_cap);

@@ -25,6 +25,8 @@ void ml__heap_flush(ml_thread *t);
 /* Flushes every registered thread (reads their counters), making the live heap exact up to
  * allocations in flight. Takes the registry lock. */
 void ml__heap_reconcile(void);
+/* The same, for a caller that holds the registry lock (the waker). */
+void ml__heap_reconcile_locked(void);
 /* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing the block
  * `old` (realloc; NULL otherwise), keeps the live heap within the cap. Reconciles every thread
  * before answering no. Preconditions: busy, the caller flushed. */

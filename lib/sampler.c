@@ -68,6 +68,15 @@ uint64_t ml__sampler_gap(ml_rng *r)
     return (uint64_t)g + 1;
 }
 
+/* Binomial(n, p) by its normal approximation, for n p >= ML_SAMPLER_EXACT_MAX. */
+static uint64_t binomial_normal(ml_rng *r, uint64_t n, double p)
+{
+    double mean = (double)n * p, sd = sqrt(mean * (1 - p));
+    double z = sqrt(-2 * log(ml__rng_unit(r))) * cos(6.283185307179586 * ml__rng_unit(r));
+    double k = floor(mean + sd * z + 0.5);
+    return k < 0 ? 0 : k > (double)n ? n : (uint64_t)k;
+}
+
 uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
 {
     if (n < *left) {
@@ -75,6 +84,13 @@ uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
         return 0;
     }
     uint64_t count = 1, rest = n - *left, gap;
+    if (mean_gap > 1 && rest / mean_gap >= ML_SAMPLER_EXACT_MAX) {
+        /* Memoryless gaps: the bytes after the first sample are independent, and the gap to the
+         * next sample after the block is a fresh draw. */
+        count += binomial_normal(r, rest, 1.0 / (double)mean_gap);
+        *left = ml__sampler_gap(r);
+        return count;
+    }
     while ((gap = ml__sampler_gap(r)) <= rest) {
         rest -= gap;
         count++;

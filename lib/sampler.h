@@ -23,7 +23,11 @@ uint64_t ml__sampler_mean(void);
 /* A gap: Geometric(1/mean) on {1, 2, ...}, the distance to the next sampled byte. */
 uint64_t ml__sampler_gap(ml_rng *r);
 /* Consumes n allocated bytes against *left (bytes up to and including the next sampled byte,
- * >= 1) and returns the number of sampled bytes among them; *left is refreshed. */
+ * >= 1) and returns the number of sampled bytes among them; *left is refreshed. The count is
+ * drawn gap by gap, exactly, up to ML_SAMPLER_EXACT_MAX expected samples in a block; beyond
+ * that (a block of more than 5 GiB at the default mean) the count after the first sample is
+ * drawn from the normal approximation of the binomial, so the cost stays bounded. */
+#define ML_SAMPLER_EXACT_MAX 65536
 uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n);
 
 #endif

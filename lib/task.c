@@ -69,8 +69,9 @@ static int over_global(void)
     if (limit == ML_NONE) return 0;
     uint64_t live = ml__heap_live();
     uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_BYTES * 2;
-    if (live > limit) return 1;
     if (live + slack <= limit) return 0;
+    /* Near or over: the sum may lag allocations (not yet flushed) or frees (a thread that only
+     * frees): reconcile before answering either way. */
     ml__heap_reconcile();
     return ml__heap_live() > limit;
 }
@@ -164,9 +165,19 @@ int ml__task_caller_may_unwind(const void *ret)
     return 1;
 }
 
-void ml__task_unwind(ml_thread *t)
+int ml__task_may_unwind_now(ml_thread *t)
 {
-    ml_task *k = t->task;
+    sigset_t now;
+    if (t->task == NULL || pthread_sigmask(SIG_BLOCK, NULL, &now) != 0) return 0;
+    for (int s = 1; s < NSIG; s++)
+        if (sigismember(&now, s) == 1 && sigismember(&t->task->signals_at_start, s) != 1)
+            return 0;
+    return 1;
+}
+
+/* Runs the task's cleanups, innermost first, masked. */
+static void run_cleanups(ml_thread *t, ml_task *k)
+{
     t->mask_depth++;
     while (k->cleanups != NULL) {
         ml_cleanup *c = k->cleanups;
@@ -175,6 +186,12 @@ void ml__task_unwind(ml_thread *t)
         c->fn(c->arg);
     }
     t->mask_depth--;
+}
+
+void ml__task_unwind(ml_thread *t)
+{
+    ml_task *k = t->task;
+    run_cleanups(t, k);
     siglongjmp(k->jump, 1);
 }
 
@@ -182,6 +199,8 @@ void ml__task_global_exceeded(void)
 {
     uint64_t generation = ML_LOAD(&global_generation);
     if (ML_LOAD(&global_marked_generation) == generation) return; /* done for these tasks */
+    ml__heap_reconcile(); /* frees not yet accounted must not interrupt anyone */
+    if (ml__heap_live() <= ML_LOAD(&global_limit)) return;
     int wake = 0;
     ml__registry_lock();
     for (ml_task *k = remote_tasks; k != NULL; k = k->remote_next)
@@ -204,6 +223,7 @@ void ml__task_wake_scan(void)
         if (ML_LOAD(&k->pending) == 0 && k->global) {
             if (over < 0) {
                 uint64_t limit = ML_LOAD(&global_limit);
+                if (limit != ML_NONE) ml__heap_reconcile_locked();
                 over = limit != ML_NONE && ml__heap_live() > limit;
             }
             if (over) mark(k, ML_MEMORY_LIMIT);
@@ -233,16 +253,42 @@ void ml__task_fork_child(void)
     ml__wake_fork_child();
 }
 
-/* Makes the calling thread's next allocation an event (to arm or disarm task limits). */
+/* Makes the calling thread's next allocation an event (to arm or disarm task limits). Called
+ * from a signal handler that interrupted memlimits' own code (ml_unmask is async-signal-safe),
+ * it leaves the note the busy code honours on its way out. */
 static void force_self(ml_thread *t)
 {
-    t->busy = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (!ml__busy_enter(t)) {
+        t->wake_pending = 1;
+        return;
+    }
     ml__thread_force_event(t);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    t->busy = 0;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    t->wake_pending = 0; /* whatever it asked for, the next allocation is an event now */
+    ml__busy_leave(t);
+}
+
+/* Takes the task off the thread and off the cross-thread list, restoring the thread's mask. */
+static void task_finish(ml_thread *t, ml_task *k)
+{
+    if (k->global || k->token != NULL) {
+        ml__registry_lock();
+        *k->remote_pprev = k->remote_next;
+        if (k->remote_next != NULL) k->remote_next->remote_pprev = k->remote_pprev;
+        if (k->global) ml__global_tasks--;
+        ml__registry_unlock();
+    }
+    t->task = k->parent;
+    t->mask_depth = k->mask_at_start;
+    force_self(t); /* re-arm without this task's limit */
+}
+
+/* fn left the thread inside the task (pthread_exit or cancellation): release what the task
+ * registered, as an unwind would, and take it off every list. */
+static void task_abandoned(void *arg)
+{
+    ml_task *k = arg;
+    ml_thread *t = &ml__self;
+    run_cleanups(t, k);
+    task_finish(t, k);
 }
 
 ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
@@ -287,28 +333,25 @@ ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
         }
         ml__registry_unlock();
     }
+    pthread_sigmask(SIG_BLOCK, NULL, &task.signals_at_start);
     t->task = &task;
     refresh(t); /* a token already set or a heap already over the limit: interrupted at once */
     force_self(t); /* arm the task's limit at the next allocation */
 
     ml_task *volatile self = &task;
+    /* If fn leaves the thread (pthread_exit, cancellation), the task must not stay linked: its
+     * frame is about to go away. The jump target is inside the push/pop pair, so an unwind of
+     * ours still pops it. */
+    pthread_cleanup_push(task_abandoned, &task);
     if (sigsetjmp(task.jump, 0) == 0) fn(arg);
+    pthread_cleanup_pop(0);
 
     ml_task *k = self;
     t = &ml__self;
     int reason = 0;
     for (ml_task *i = k; i != NULL && reason == 0; i = i->parent) reason = ML_LOAD(&i->pending);
     uint64_t count = exact_allocated(t) - k->start;
-    if (remote) {
-        ml__registry_lock();
-        *k->remote_pprev = k->remote_next;
-        if (k->remote_next != NULL) k->remote_next->remote_pprev = k->remote_pprev;
-        if (k->global) ml__global_tasks--;
-        ml__registry_unlock();
-    }
-    t->task = k->parent;
-    t->mask_depth = k->mask_at_start;
-    force_self(t); /* re-arm without this task's limit */
+    task_finish(t, k);
     if (allocated != NULL) *allocated = count;
     return (ml_status)reason;
 }
@@ -343,7 +386,7 @@ void ml_check(void)
 {
     ml_thread *t = &ml__self;
     if (t->task == NULL || t->mask_depth > 0) return;
-    if (refresh(t) != 0) ml__task_unwind(t);
+    if (refresh(t) != 0 && ml__task_may_unwind_now(t)) ml__task_unwind(t);
 }
 
 void ml_mask(void)

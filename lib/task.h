@@ -10,6 +10,7 @@
 #define ML_TASK_H
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "memlimits.h"
@@ -34,6 +35,7 @@ typedef struct ml_task {
     int pending;       /* why the task is interrupted (ml_status > 0); 0: it is not */
     int woken;         /* the wake-up signal was sent for the pending interrupt */
     uint32_t mask_at_start;
+    sigset_t signals_at_start; /* the thread's signal mask when ml_run started */
     ml_cleanup *cleanups;
     struct ml_task *remote_next, **remote_pprev; /* process-wide list, under registry lock */
     sigjmp_buf jump;
@@ -48,6 +50,10 @@ uint64_t ml__task_left(ml_thread *t);
 /* Whether an allocation whose caller returns to `ret` may unwind: not from inside the C library
  * or the dynamic loader. */
 int ml__task_caller_may_unwind(const void *ret);
+/* Whether the innermost task may be unwound from here: not from a signal handler, which shows
+ * as signals blocked now that were not when the task started (a handler blocks its own signal).
+ * Nothing is ever unwound out of a signal handler. */
+int ml__task_may_unwind_now(ml_thread *t);
 /* Unwinds the calling thread's innermost task to its ml_run: cleanups first. Never returns. */
 __attribute__((noreturn)) void ml__task_unwind(ml_thread *t);
 /* The live heap passed the global memory limit (seen by any thread at a flush): mark every

@@ -122,10 +122,15 @@ void ml__registry_unlock(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
+void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx)
+{
+    for (ml_thread *t = registry; t != NULL; t = t->next) fn(t, ctx);
+}
+
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx)
 {
     pthread_mutex_lock(&registry_lock);
-    for (ml_thread *t = registry; t != NULL; t = t->next) fn(t, ctx);
+    ml__thread_each_locked(fn, ctx);
     pthread_mutex_unlock(&registry_lock);
 }
 

@@ -68,18 +68,44 @@ static inline uint64_t ml__since_arm(const ml_thread *t)
            (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm));
 }
 
+/* Enters memlimits' own code on this thread: from here, nested allocations pass straight
+ * through and the wake-up signal's handler only leaves a note. Returns 0 if the thread was
+ * already busy (the caller must then do nothing). Async-signal-safe. */
+static inline int ml__busy_enter(ml_thread *t)
+{
+    if (t->busy) return 0;
+    t->busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    return 1;
+}
+
+void ml__thread_force_event(ml_thread *t);
+
+/* Leaves memlimits' code, honouring a wake-up signal that came meanwhile. */
+static inline void ml__busy_leave(ml_thread *t)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    t->busy = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (t->wake_pending) {
+        t->wake_pending = 0;
+        ml__thread_force_event(t);
+    }
+}
+
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);
 /* Makes sure the calling thread is registered (outside the allocator: ml_run and friends). */
 void ml__thread_ensure(void);
-/* Makes the calling thread's next allocation an event, keeping the count exact: the bytes left
- * on the countdown are taken off `armed`. Owner thread only, not busy; async-signal-safe. */
-void ml__thread_force_event(ml_thread *t);
+/* ml__thread_force_event (above) makes the calling thread's next allocation an event, keeping
+ * the count exact: the bytes left on the countdown are taken off `armed`. Owner thread only,
+ * busy or in the wake-up handler; async-signal-safe. */
 /* Runs fn with the registry lock held (the lock also guards the list of cross-thread tasks). */
 void ml__registry_lock(void);
 void ml__registry_unlock(void);
-/* Calls fn on every registered thread, under the registry lock. */
+/* Calls fn on every registered thread, under the registry lock (taken, or already held). */
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
+void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 /* Number of registered threads. */
 uint32_t ml__thread_count(void);
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
