@@ -14,6 +14,9 @@
 #define _GNU_SOURCE
 #include "thread.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -42,6 +45,17 @@ static void retire(void *arg)
 {
     ml_thread *t = arg;
     if (t != &ml__self || t->state != ML_THREAD_READY) return;
+    /* Other keys' destructors run after ours in each round and may free: stay registered, and
+     * flush, for every round glibc runs but the last, asking for the next one by setting our key
+     * again. Frees in the last round and in glibc's own teardown are not seen (README). */
+    if (++t->exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS) {
+        if (ml__busy_enter(t)) {
+            ml__heap_flush(t);
+            ml__busy_leave(t);
+        }
+        pthread_setspecific(exit_key, t);
+        return;
+    }
     t->busy = 1;
     uint64_t spent = ml__since_arm(t);
     ml__heap_flush(t);
@@ -201,6 +215,43 @@ static void fork_child(void)
         registry = self;
         registered_count = 1;
     }
+}
+
+/* Every thread created with pthread_create registers before its start routine runs, so that a
+ * thread that only frees (a consumer) is in the registry and its frees reach the live heap. The
+ * real pthread_create is found once with dlsym(RTLD_NEXT), outside the allocator. */
+typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static create_fn real_create;
+
+typedef struct thread_start {
+    void *(*start)(void *);
+    void *arg;
+} thread_start;
+
+static void *trampoline(void *p)
+{
+    thread_start s = *(thread_start *)p;
+    mlje_free(p);
+    ml__thread_ensure();
+    return s.start(s.arg);
+}
+
+int ml__pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+                       void *arg)
+{
+    create_fn create = __atomic_load_n(&real_create, __ATOMIC_ACQUIRE);
+    if (create == NULL) {
+        create = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+        if (create == NULL) return EAGAIN;
+        __atomic_store_n(&real_create, create, __ATOMIC_RELEASE);
+    }
+    thread_start *s = mlje_malloc(sizeof *s);
+    if (s == NULL) return EAGAIN;
+    s->start = start;
+    s->arg = arg;
+    int rc = create(thread, attr, trampoline, s);
+    if (rc != 0) mlje_free(s);
+    return rc;
 }
 
 int ml__thread_setup_key(void)

@@ -54,6 +54,7 @@ typedef struct ml_thread {
     struct ml_thread *next, **pprev; /* registry links, under the registry lock */
     uint32_t index;                  /* registration order: 0 is the first thread */
     uint8_t state;                   /* enum ml_thread_state */
+    uint8_t exit_rounds;             /* TLS destructor rounds seen at thread exit */
     uint8_t busy;                    /* inside the slow path: nested allocations pass through */
 } ml_thread;
 
@@ -95,6 +96,11 @@ static inline void ml__busy_leave(ml_thread *t)
 
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);
+/* pthread_create's interposed body (preload/thread.c): the new thread registers before its
+ * start routine runs. */
+#include <pthread.h>
+int ml__pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+                       void *arg);
 /* Makes sure the calling thread is registered (outside the allocator: ml_run and friends). */
 void ml__thread_ensure(void);
 /* ml__thread_force_event (above) makes the calling thread's next allocation an event, keeping

@@ -1,0 +1,231 @@
+/* Tasks (lib/task.c, lib/token.c, lib/wake.c): ml_run under allocation, global-memory and token
+ * limits, masking, ML_UNWIND and cleanups, ml_with_resource, ML_WAKE and the wake-up signal,
+ * threads, misuse. Each scenario runs in a child process: tests/targets/tasks_scenarios, linked
+ * with -lmemlimits so that the library owns malloc without LD_PRELOAD; it prints "ok NAME" or
+ * "FAIL NAME: line N: why". What needs no owned malloc (ml_strstatus, refusals when memlimits is
+ * not active, which is the case in this Criterion binary) is checked in-process. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "child.h"
+#include "memlimits.h"
+
+/* Runs one scenario (with extra environment `env`, may be NULL) and expects "ok NAME", exit 0. */
+static void expect_scenario_env(const char *name, const char *const env[])
+{
+    char target[4096];
+    snprintf(target, sizeof target, "%s", ml_test_target("tasks_scenarios"));
+    const char *argv[] = {target, name, NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run(argv, env, 0, NULL, 120, &c), 0, "cannot start %s", target);
+    char want[256];
+    snprintf(want, sizeof want, "ok %s\n", name);
+    cr_expect(c.exited, "%s: killed by signal %d; stdout:\n%s\nstderr:\n%s", name, c.signal, c.out,
+              c.err);
+    cr_expect_eq(c.status, 0, "%s: exit %d (output below)", name, c.status);
+    cr_expect(strstr(c.out, want) != NULL && strstr(c.out, "FAIL") == NULL, "%s: output:\n%s\n%s",
+              name, c.out, c.err);
+    ml_child_free(&c);
+}
+
+static void expect_scenario(const char *name)
+{
+    expect_scenario_env(name, NULL);
+}
+
+#define SCENARIO(name)                                                                             \
+    Test(tasks, name)                                                                              \
+    {                                                                                              \
+        expect_scenario(#name);                                                                    \
+    }
+
+/* Allocation limits: exact, refusal at the crossing allocation, nested tasks. */
+SCENARIO(allocation_limit_exact)
+SCENARIO(allocation_limit_crossing_is_refused)
+SCENARIO(allocation_limit_counts_calloc_and_realloc)
+SCENARIO(allocation_limit_zero_byte_counts_zero)
+SCENARIO(nested_inner_limit_does_not_extend_outer)
+SCENARIO(nested_allocations_count_against_every_limit)
+SCENARIO(nested_enclosing_interrupt_interrupts_inner)
+
+/* Masking. */
+SCENARIO(mask_nests_and_defers_delivery)
+SCENARIO(mask_unmask_without_mask_is_no_op)
+
+/* ML_UNWIND, ml_check and cleanups. */
+SCENARIO(unwind_runs_cleanups_innermost_first_once)
+SCENARIO(unwind_libc_allocations_get_enomem)
+SCENARIO(unwind_loader_allocations_get_enomem)
+SCENARIO(check_unwinds_in_enomem_mode)
+SCENARIO(unwind_stops_at_innermost_task)
+SCENARIO(cleanup_pop_executes_masked_or_drops)
+
+/* ml_with_resource. */
+SCENARIO(resource_masked_acquire_and_release)
+SCENARIO(resource_release_once_on_unwind)
+SCENARIO(resource_release_once_on_check_unwind)
+SCENARIO(resource_release_on_return)
+SCENARIO(resource_acquire_failure_and_null_callbacks)
+SCENARIO(resource_nested_release_innermost_first)
+
+/* Tokens. */
+SCENARIO(token_set_from_other_thread_stops_task)
+SCENARIO(token_set_from_signal_handler_stops_task)
+SCENARIO(token_set_before_start_interrupts_at_once)
+SCENARIO(token_shared_by_threads_stops_all)
+SCENARIO(token_destroyed_is_refused_safely)
+SCENARIO(token_destroyed_during_task_no_longer_interrupts)
+
+/* ML_WAKE and the wake-up signal. */
+SCENARIO(wake_read_returns_eintr)
+SCENARIO(wake_poll_returns_eintr)
+SCENARIO(wake_nanosleep_returns_eintr)
+SCENARIO(wake_only_tasks_that_asked)
+SCENARIO(wake_default_signal_skips_program_handlers)
+
+Test(tasks, wake_signal_program_handler_refused)
+{
+    const char *env[] = {"MEMLIMITS_SIGNAL=USR2", NULL};
+    expect_scenario_env("wake_signal_program_handler_refused", env);
+}
+
+Test(tasks, wake_signal_configured_and_taken_over)
+{
+    const char *env[] = {"MEMLIMITS_SIGNAL=USR2", NULL};
+    expect_scenario_env("wake_signal_configured_and_taken_over", env);
+}
+
+/* The global memory limit. */
+SCENARIO(global_limit_interrupts_within_256k)
+SCENARIO(global_limit_interrupts_every_thread)
+
+Test(tasks, global_limit_from_environment)
+{
+    const char *env[] = {"MEMLIMITS_GLOBAL=16M", NULL};
+    expect_scenario_env("global_limit_from_environment", env);
+}
+SCENARIO(global_limit_wakes_blocked_task)
+
+/* Threads. */
+SCENARIO(threads_without_task_unaffected)
+SCENARIO(threads_created_in_task_do_not_inherit)
+
+/* Failure injection: no memory for token slots or the waker thread. */
+SCENARIO(setup_out_of_memory_is_enomem)
+
+/* Delivery never unwinds out of a signal handler. */
+SCENARIO(unwind_never_out_of_signal_handler)
+
+/* A thread cancelled or exiting inside a task leaves nothing behind. */
+SCENARIO(threads_leaving_inside_a_task_leave_no_trace)
+
+/* Misuse, where memlimits owns malloc. */
+SCENARIO(misuse_is_refused)
+
+/* ---------------------------------------------------------------------------------------------
+ * In-process: this binary links the engine's objects, but its malloc is glibc's. */
+static int ran;
+
+static void mark_ran(void *arg)
+{
+    (void)arg;
+    ran++;
+}
+
+Test(tasks, not_active_in_this_binary_is_enotactive)
+{
+    cr_assert_eq(ml_active(), 0, "memlimits owns malloc in the Criterion binary?");
+    ml_limits limits = {1000, 1, NULL, 0};
+    uint64_t allocated = 777;
+    ran = 0;
+    cr_expect_eq(ml_run(&limits, mark_ran, NULL, &allocated), ML_ENOTACTIVE);
+    cr_expect_eq(ml_limit_allocations(1000, mark_ran, NULL, NULL), ML_ENOTACTIVE);
+    cr_expect_eq(ml_limit_global_memory(mark_ran, NULL), ML_ENOTACTIVE);
+    limits.flags = ML_WAKE | ML_UNWIND;
+    cr_expect_eq(ml_run(&limits, mark_ran, NULL, NULL), ML_ENOTACTIVE);
+    ml_token *tok = ml_token_create();
+    cr_assert_not_null(tok);
+    cr_expect_eq(ml_limit_with_token(tok, mark_ran, NULL), ML_ENOTACTIVE);
+    ml_token_destroy(tok);
+    cr_expect_eq(ran, 0, "the task ran %d times although memlimits is not active", ran);
+    cr_expect_eq(allocated, 777, "allocated was written on an error");
+}
+
+Test(tasks, misuse_is_einval_in_process)
+{
+    ml_limits limits = {0, 0, NULL, 0};
+    ran = 0;
+    cr_expect_eq(ml_run(NULL, mark_ran, NULL, NULL), ML_EINVAL);
+    cr_expect_eq(ml_run(&limits, NULL, NULL, NULL), ML_EINVAL);
+    limits.flags = 4;
+    cr_expect_eq(ml_run(&limits, mark_ran, NULL, NULL), ML_EINVAL);
+    cr_expect_eq(ml_limit_with_token(NULL, mark_ran, NULL), ML_EINVAL);
+    cr_expect_eq(ml_limit_allocations(1, NULL, NULL, NULL), ML_EINVAL);
+    ml_token *tok = ml_token_create();
+    ml_token_destroy(tok);
+    limits.flags = 0;
+    limits.token = tok;
+    cr_expect_eq(ml_run(&limits, mark_ran, NULL, NULL), ML_EINVAL);
+    cr_expect_eq(ran, 0);
+}
+
+Test(tasks, polling_outside_tasks_is_harmless)
+{
+    cr_expect_eq(ml_is_interrupted(), 0);
+    ml_check();
+    ml_mask();
+    ml_unmask();
+    ml_unmask();
+    cr_expect_eq(ml_is_interrupted(), 0);
+    ml_token_set(NULL);
+    cr_expect_eq(ml_token_is_set(NULL), 0);
+    ml_token_destroy(NULL);
+    ml_token *tok = ml_token_create();
+    cr_assert_not_null(tok);
+    cr_expect_eq(ml_token_is_set(tok), 0);
+    ml_token_set(tok);
+    cr_expect_neq(ml_token_is_set(tok), 0);
+    ml_token_set(tok); /* setting twice: still set */
+    cr_expect_neq(ml_token_is_set(tok), 0);
+    ml_token_destroy(tok);
+    cr_expect_eq(ml_token_is_set(tok), 0);
+    ml_token_set(tok);
+    cr_expect_eq(ml_token_is_set(tok), 0, "a destroyed token was set again");
+    ml_token_destroy(tok);
+}
+
+Test(tasks, strstatus_names_every_status)
+{
+    static const struct {
+        ml_status status;
+        const char *text;
+    } table[] = {
+        {ML_OK, "success"},
+        {ML_MEMORY_LIMIT, "the global memory limit was exceeded"},
+        {ML_ALLOCATION_LIMIT, "the task's allocation limit was exceeded"},
+        {ML_TOKEN, "the task's token was set"},
+        {ML_EINVAL, "invalid argument"},
+        {ML_ENOTACTIVE, "memlimits does not own malloc in this process"},
+        {ML_ESIGNAL, "the wake-up signal is unavailable: the program handles it"},
+        {ML_ENOMEM, "out of memory while setting up the task"},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const char *s = ml_strstatus(table[i].status);
+        cr_assert_not_null(s, "status %d", (int)table[i].status);
+        cr_expect_str_eq(s, table[i].text, "status %d", (int)table[i].status);
+    }
+    /* the design's codes */
+    cr_expect_eq(ML_OK, 0);
+    cr_expect_eq(ML_MEMORY_LIMIT, 1);
+    cr_expect_eq(ML_ALLOCATION_LIMIT, 2);
+    cr_expect_eq(ML_TOKEN, 3);
+    const int unknown[] = {4, 42, -5, -1000, 1 << 30};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        const char *s = ml_strstatus((ml_status)unknown[i]);
+        cr_assert_not_null(s, "status %d", unknown[i]);
+        cr_expect_str_eq(s, "unknown status", "status %d", unknown[i]);
+    }
+}
