@@ -72,21 +72,22 @@ ML_API uint64_t ml_heap_cap(void);
 /* Live heap bytes: the usable size of every block allocated and not yet freed, summed over all
  * threads. Exact for the calling thread and for threads that are not allocating at the time of
  * the call (it reconciles every thread's counters); a thread allocating concurrently may be
- * behind by at most 64 KiB of requests (README "Accounting"). Thread-safe; not
+ * behind by at most 1 MiB of requests, 64 KiB near a heap cap (README "Accounting"). Thread-safe; not
  * async-signal-safe (it takes a lock). 0 when memlimits is not active. */
 ML_API uint64_t ml_heap_live(void);
 
-/* The highest live heap observed so far: checked at each thread's accounting flush (every 64 KiB
- * of requests, and at every allocation the heap cap or budget examines), so it can miss a peak
- * by the same per-thread bound as ml_heap_live, and can exceed the true peak by at most 1 MiB
- * of frees not yet accounted. Thread-safe and async-signal-safe. */
+/* The highest live heap observed so far: checked at each thread's accounting flush (every 1 MiB
+ * of requests, 64 KiB near a heap cap, and after every allocation of 64 KiB or more that takes
+ * the slow path), so it can miss a peak by the same per-thread bound as ml_heap_live, and can
+ * exceed the true peak by at most 1 MiB of frees not yet accounted. Thread-safe and
+ * async-signal-safe. */
 ML_API uint64_t ml_heap_peak(void);
 
 /* Bytes the calling thread has requested so far, exact: the sum of the sizes passed to malloc,
  * calloc (count times size), realloc (the new size), the aligned allocators and the C++
  * operators through them (a zero-byte request counts 0). Not counted: allocations refused by a
- * limit, and allocations of 64 KiB or more that fail for lack of memory (a smaller one that
- * fails that way is counted). Thread-safe (it reads only the caller's state) and
+ * limit, and allocations of 1 MiB or more that fail for lack of memory (a smaller one that
+ * fails that way may be counted). Thread-safe (it reads only the caller's state) and
  * async-signal-safe. */
 ML_API uint64_t ml_thread_allocated(void);
 

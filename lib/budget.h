@@ -11,7 +11,7 @@
 
 #include "thread.h"
 
-#define ML_LEASE_BYTES ((uint64_t)64 << 10)
+#define ML_LEASE_BYTES ((uint64_t)1 << 20)
 
 void ml__budget_set(uint64_t budget);
 uint64_t ml__budget_total(void);

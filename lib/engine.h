@@ -48,7 +48,7 @@ int ml__event(uint64_t n, size_t align, void *old);
 /* The allocation admitted by the last event failed in jemalloc (out of memory): take its n bytes
  * back off the thread's count, its budget lease and its task limits. */
 void ml__event_refund(uint64_t n);
-/* The allocation admitted by the last event succeeded (n >= ML_FLUSH_BYTES): account it now. */
+/* The allocation admitted by the last event succeeded (n >= 64 KiB): account it now. */
 void ml__event_after(uint64_t n);
 
 /* Seeds the per-thread samplers: thread i draws from stream i of `seed`. Init only. */

@@ -50,7 +50,7 @@ static void arm(ml_thread *t)
 {
     uint64_t next = 0;
     if (t->state == ML_THREAD_READY) {
-        if (t->flush_left == 0) t->flush_left = ML_FLUSH_BYTES;
+        if (t->flush_left == 0) t->flush_left = ml__heap_flush_interval();
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
@@ -128,10 +128,9 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 /* Whether the allocation at hand may proceed. */
 static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
 {
-    /* Larger than the user address space (47 bits on x86-64), or than jemalloc's largest size
-     * class: fails anyway, no limit is involved, and it is not counted. */
-    if (n > ML_MAX_REQUEST || mlje_nallocx(n ? n : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0) == 0)
-        return ENOMEM;
+    /* Larger than the user address space (47 bits on x86-64; jemalloc's largest size class is
+     * far above): fails anyway, no limit is involved, and it is not counted. */
+    if (n > ML_MAX_REQUEST) return ENOMEM;
     if (n > t->lease_left && !ml__budget_extend(t, n - t->lease_left)) {
         fire(t, ML_LIMIT_ALLOC, n);
         return ENOMEM;
@@ -177,7 +176,7 @@ void ml__event_refund(uint64_t n)
 void ml__event_after(uint64_t n)
 {
     ml_thread *t = &ml__self;
-    if (n < ML_FLUSH_BYTES || t->state == ML_THREAD_NEW || !ml__busy_enter(t)) return;
+    if (n < ML_FLUSH_NEAR || t->state == ML_THREAD_NEW || !ml__busy_enter(t)) return;
     ml__heap_flush(t);
     ml__busy_leave(t);
 }

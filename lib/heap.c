@@ -4,6 +4,7 @@
 #include "heap.h"
 
 #include "host.h"
+#include "task.h"
 
 static int64_t live_heap;         /* sum of every thread's reported balance */
 static uint64_t peak_heap;        /* highest live_heap seen at a flush */
@@ -81,6 +82,16 @@ int ml__heap_admit(size_t size, size_t align, const void *old)
         if (attempt == 0) ml__heap_reconcile();
     }
     return 0;
+}
+
+uint64_t ml__heap_flush_interval(void)
+{
+    if (ML_LOAD(&ml__global_tasks) > 0) return ML_FLUSH_NEAR;
+    uint64_t cap = ML_LOAD(&heap_cap);
+    if (cap == UINT64_MAX) return ML_FLUSH_FAR;
+    uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
+    uint64_t live = ml__heap_live();
+    return live >= cap || cap - live <= zone ? ML_FLUSH_NEAR : ML_FLUSH_FAR;
 }
 
 void ml__heap_set_cap(uint64_t cap)

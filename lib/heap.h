@@ -2,9 +2,9 @@
  *
  * The live heap is measured in jemalloc's usable sizes (what a block really occupies), from
  * jemalloc's exact per-thread counters of bytes allocated and freed. Each thread adds its
- * balance (allocated - freed) to one process-wide sum at its events, at least every
- * ML_FLUSH_BYTES requested bytes, so the sum lags each thread by less than that: see the
- * bound in README "Accounting". Frees cost nothing extra; a thread that only frees is caught up
+ * balance (allocated - freed) to one process-wide sum at its events, at least every flush
+ * interval (below), so the sum lags each thread by less than that: see the bound in README
+ * "Accounting". Frees cost nothing extra; a thread that only frees is caught up
  * by a reconcile (a walk over all threads) before any allocation is refused and when the peak
  * grows. */
 #ifndef ML_HEAP_H
@@ -15,8 +15,16 @@
 
 #include "thread.h"
 
-/* Requested bytes between two flushes of one thread's balance. */
-#define ML_FLUSH_BYTES ((uint64_t)64 << 10)
+/* Requested bytes between two flushes of one thread's balance: ML_FLUSH_NEAR when a heap cap is
+ * within ML_FLUSH_NEAR_ZONE per thread of the live heap or a global-memory task runs,
+ * ML_FLUSH_FAR otherwise. Far from every limit, a thread can be up to 1 MiB of requests behind;
+ * the cap is exceeded by at most ML_FLUSH_NEAR per thread (a thread that armed a far interval
+ * did so with 2 MiB per thread of headroom, more than all far intervals together). */
+#define ML_FLUSH_NEAR ((uint64_t)64 << 10)
+#define ML_FLUSH_FAR ((uint64_t)1 << 20)
+#define ML_FLUSH_NEAR_ZONE ((uint64_t)2 << 20)
+/* The interval for a thread arming its countdown now. */
+uint64_t ml__heap_flush_interval(void);
 /* The peak is re-checked against a reconcile whenever it grows by this much. */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
 

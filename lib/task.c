@@ -68,7 +68,7 @@ static int over_global(void)
     uint64_t limit = ML_LOAD(&global_limit);
     if (limit == ML_NONE) return 0;
     uint64_t live = ml__heap_live();
-    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_BYTES * 2;
+    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_FAR * 2;
     if (live + slack <= limit) return 0;
     /* Near or over: the sum may lag allocations (not yet flushed) or frees (a thread that only
      * frees): reconcile before answering either way. */

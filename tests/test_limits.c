@@ -344,7 +344,9 @@ Test(limits, heap_live_and_peak_track_mallocs_and_frees)
     uint64_t live_0 = field(c.out, "live_0");
     uint64_t peak_8 = field(c.out, "peak_8"), peak_4 = field(c.out, "peak_4");
     /* 2000 KiB of small blocks were live at once, then freed. */
-    cr_expect_geq(peak_small + ACCOUNTING_BOUND, live0 + 2000 * 1024,
+    /* Far from any cap a thread flushes every 1 MiB of requests, so the peak can miss up to that
+     * much, plus the block being allocated (1 KiB blocks: usable size = requested). */
+    cr_expect_geq(peak_small + MIB + 1024, live0 + 2000 * 1024,
                   "peak %llu misses 2000 KiB of small blocks on a %llu-byte heap",
                   (unsigned long long)peak_small, (unsigned long long)live0);
     cr_expect_leq(peak_small, live0 + 2000 * 1024 + MIB + ACCOUNTING_BOUND);
