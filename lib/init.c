@@ -118,3 +118,13 @@ __attribute__((constructor)) static void memlimits_constructor(void)
     ml__init();
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
 }
+
+/* The embedded jemalloc's defaults (jemalloc reads this before MALLOC_CONF, which still
+ * overrides it). Measured in bench/results/REPORT.md: stock jemalloc sends blocks of 8 MiB and
+ * more to an arena that purges them at once, and returns freed pages with MADV_DONTNEED, so a
+ * program churning large blocks faults every page in again (large-block churn: 3.7x slower than
+ * glibc). Keeping large blocks in the ordinary arenas and leaving lazily-freed (MADV_FREE) pages
+ * to the kernel makes that churn 6x faster than glibc; the cost is RSS that counts pages the
+ * kernel may reclaim at any time. */
+extern const char *mlje_malloc_conf;
+const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
