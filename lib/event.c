@@ -135,10 +135,10 @@ static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
         fire(t, ML_LIMIT_ALLOC, n);
         return ENOMEM;
     }
-    ml__heap_flush(t);
-    if (ML_LOAD(&ml__global_tasks) > 0 && ml__heap_live() > ml__global_limit())
-        ml__task_global_exceeded();
-    if (!ml__heap_admit(n, align, old)) {
+    int global_tasks = ML_LOAD(&ml__global_tasks) > 0;
+    if (t->flush_left <= n || global_tasks) ml__heap_flush(t); /* this allocation ends the interval */
+    if (global_tasks && ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
+    if (!ml__heap_admit(t, n, align, old)) {
         fire(t, ML_LIMIT_HEAP, n);
         return ENOMEM;
     }

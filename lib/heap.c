@@ -68,10 +68,17 @@ void ml__heap_reconcile_locked(void)
     ml__thread_each_locked(flush_remote, NULL);
 }
 
-int ml__heap_admit(size_t size, size_t align, const void *old)
+int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old)
 {
     uint64_t cap = ML_LOAD(&heap_cap);
     if (cap == UINT64_MAX) return 1;
+    /* Far below the cap, no lookup is needed: a block's usable size is at most twice its request
+     * plus a page and the alignment, and this thread's unflushed balance is at most one far
+     * flush interval (requests of 16 bytes or more: 1.25x). */
+    uint64_t worst = 2 * (uint64_t)size + 4096 + align + 2 * ML_FLUSH_FAR;
+    uint64_t sum = ml__heap_live();
+    if (sum < cap && cap - sum > worst) return 1;
+    ml__heap_flush(t);
     size_t old_usable = old != NULL ? mlje_malloc_usable_size(old) : 0;
     size_t usable = mlje_nallocx(size ? size : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0);
     if (usable == 0) return 0; /* larger than jemalloc can serve */

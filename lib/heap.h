@@ -36,9 +36,10 @@ void ml__heap_reconcile(void);
 /* The same, for a caller that holds the registry lock (the waker). */
 void ml__heap_reconcile_locked(void);
 /* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing the block
- * `old` (realloc; NULL otherwise), keeps the live heap within the cap. Reconciles every thread
- * before answering no. Preconditions: busy, the caller flushed. */
-int ml__heap_admit(size_t size, size_t align, const void *old);
+ * `old` (realloc; NULL otherwise), keeps the live heap within the cap. Far below the cap it
+ * answers at once; near it, it flushes the caller, looks up sizes, and reconciles every thread
+ * before answering no. Preconditions: busy; size <= 2^47. */
+int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old);
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include "budget.h"
 #include "engine.h"
@@ -89,10 +90,14 @@ extern _Bool je_opt_tcache;
 static void register_with_jemalloc(ml_thread *t)
 {
     size_t len = sizeof t->je_allocated;
-    void *probe = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     _Bool cache = je_opt_tcache;
-    if (probe != MAP_FAILED) munmap(probe, 1 << 20);
-    else je_opt_tcache = 0;
+    struct rlimit as;
+    if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+        void *probe =
+            mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (probe != MAP_FAILED) munmap(probe, 1 << 20);
+        else je_opt_tcache = 0;
+    }
     mlje_mallctl("thread.allocatedp", (void *)&t->je_allocated, &len, NULL, 0);
     je_opt_tcache = cache;
     len = sizeof t->je_deallocated;
