@@ -63,10 +63,48 @@ static inline __attribute__((always_inline)) void *do_memalign(size_t align, siz
     return p;
 }
 
+#if defined(__x86_64__)
+/* malloc itself is written in assembly so that its slow half is reached by a jump, never a
+ * call: the slow half then finds malloc's caller as its own return address, and the fast path
+ * loads nothing but the thread's state. The instructions are ml__charge's (lib/engine.h):
+ * count the allocation, subtract size + 1 with borrow, and leave on a borrow or a zero. */
+_Static_assert(offsetof(ml_thread, until_event) == 0, "malloc's assembly reads until_event at 0");
+_Static_assert(offsetof(ml_thread, allocations) == 8, "malloc's assembly counts at offset 8");
+
+__attribute__((used, noinline)) void *ml__malloc_jumped(size_t size);
+__attribute__((used, noinline)) void *ml__malloc_jumped(size_t size)
+{
+    return ml__malloc_slow(size, __builtin_return_address(0));
+}
+
+__asm__(".text\n"
+        ".globl malloc\n"
+        ".type malloc, @function\n"
+        ".p2align 4\n"
+        "malloc:\n"
+        ".cfi_startproc\n"
+        "    movq ml__self@gottpoff(%rip), %rax\n"
+        "    addq $1, %fs:8(%rax)\n"
+        "    stc\n"
+        "    sbbq %rdi, %fs:(%rax)\n"
+        "    jbe 1f\n"
+        "    jmp mlje_malloc\n"
+        "1:  jmp ml__malloc_jumped\n"
+        ".cfi_endproc\n"
+        ".size malloc, .-malloc\n"
+        ".globl __libc_malloc\n"
+        ".set __libc_malloc, malloc\n"
+        ".hidden ml__malloc_entry\n"
+        ".globl ml__malloc_entry\n"
+        ".set ml__malloc_entry, malloc\n");
+#else
 ENTRY void *malloc(size_t size)
 {
     return do_malloc(size, CALLER);
 }
+ENTRY __typeof__(malloc) __libc_malloc __attribute__((alias("malloc"), copy(malloc)));
+__typeof__(malloc) ml__malloc_entry __attribute__((alias("malloc"), copy(malloc), visibility("hidden")));
+#endif
 
 ENTRY void free(void *p)
 {
@@ -177,7 +215,6 @@ ENTRY int malloc_trim(size_t pad)
 /* glibc's internal names, which some programs and libraries call directly. */
 #define ALIAS(name, target)                                                                     \
     ENTRY __typeof__(target) name __attribute__((alias(#target), copy(target)))
-ALIAS(__libc_malloc, malloc);
 ALIAS(__libc_free, free);
 ALIAS(__libc_calloc, calloc);
 ALIAS(__libc_realloc, realloc);
@@ -186,6 +223,4 @@ ALIAS(__libc_valloc, valloc);
 ALIAS(__libc_pvalloc, pvalloc);
 ALIAS(__posix_memalign, posix_memalign);
 
-/* The address ml_active() compares the process's malloc binding with. */
-extern __typeof__(malloc) ml__malloc_entry;
-__typeof__(malloc) ml__malloc_entry __attribute__((alias("malloc"), copy(malloc), visibility("hidden")));
+/* ml__malloc_entry, the address of this library's malloc, is defined with malloc above. */
