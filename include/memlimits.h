@@ -31,14 +31,14 @@ extern "C" {
 
 /* The status table: code, name, description. Non-negative codes say why a task ended;
  * negative codes are errors. ml_strstatus() is generated from it. */
-#define ML_STATUS_MAP(X)                                                                        \
-    X(ML_OK, 0, "success")                                                                      \
-    X(ML_MEMORY_LIMIT, 1, "the global memory limit was exceeded")                               \
-    X(ML_ALLOCATION_LIMIT, 2, "the task's allocation limit was exceeded")                       \
-    X(ML_TOKEN, 3, "the task's token was set")                                                  \
-    X(ML_EINVAL, -1, "invalid argument")                                                        \
-    X(ML_ENOTACTIVE, -2, "memlimits does not own malloc in this process")                      \
-    X(ML_ESIGNAL, -3, "the wake-up signal is unavailable: the program handles it")             \
+#define ML_STATUS_MAP(X)                                                                           \
+    X(ML_OK, 0, "success")                                                                         \
+    X(ML_MEMORY_LIMIT, 1, "the global memory limit was exceeded")                                  \
+    X(ML_ALLOCATION_LIMIT, 2, "the task's allocation limit was exceeded")                          \
+    X(ML_TOKEN, 3, "the task's token was set")                                                     \
+    X(ML_EINVAL, -1, "invalid argument")                                                           \
+    X(ML_ENOTACTIVE, -2, "memlimits does not own malloc in this process")                          \
+    X(ML_ESIGNAL, -3, "the wake-up signal is unavailable: the program handles it")                 \
     X(ML_ENOMEM, -4, "out of memory while setting up the task")
 
 typedef enum ml_status {
@@ -72,8 +72,8 @@ ML_API uint64_t ml_heap_cap(void);
 /* Live heap bytes: the usable size of every block allocated and not yet freed, summed over all
  * threads. Exact for the calling thread and for threads that are not allocating at the time of
  * the call (it reconciles every thread's counters); a thread allocating concurrently may be
- * behind by at most 1 MiB of requests, 64 KiB near a heap cap (README "Accounting"). Thread-safe; not
- * async-signal-safe (it takes a lock). 0 when memlimits is not active. */
+ * behind by at most 1 MiB of requests, 64 KiB near a heap cap (README "Accounting"). Thread-safe;
+ * not async-signal-safe (it takes a lock). 0 when memlimits is not active. */
 ML_API uint64_t ml_heap_live(void);
 
 /* The highest live heap observed so far: checked at each thread's accounting flush (every 1 MiB
@@ -209,15 +209,15 @@ typedef struct ml_cleanup {
 } ml_cleanup;
 ML_API void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg);
 ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
-#define ML_CLEANUP_PUSH(fn, arg)                                                                \
-    do {                                                                                        \
-        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wshadow\"")          \
-        ml_cleanup ml_cleanup_frame_;                                                           \
-        _Pragma("GCC diagnostic pop")                                                           \
-        ml_cleanup_push(&ml_cleanup_frame_, (fn), (arg));
-#define ML_CLEANUP_POP(execute)                                                                 \
-        ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                          \
-    } while (0)
+#define ML_CLEANUP_PUSH(fn, arg)                                                                   \
+    do {                                                                                           \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wshadow\"")              \
+            ml_cleanup ml_cleanup_frame_;                                                          \
+        _Pragma("GCC diagnostic pop") ml_cleanup_push(&ml_cleanup_frame_, (fn), (arg));
+#define ML_CLEANUP_POP(execute)                                                                    \
+    ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                                 \
+    }                                                                                              \
+    while (0)
 
 #ifdef __cplusplus
 }

@@ -10,8 +10,9 @@
 const char *ml_strstatus(ml_status status)
 {
     switch (status) {
-#define ML_STATUS_CASE(name, code, text)                                                        \
-    case name: return text;
+#define ML_STATUS_CASE(name, code, text)                                                           \
+    case name:                                                                                     \
+        return text;
         ML_STATUS_MAP(ML_STATUS_CASE)
 #undef ML_STATUS_CASE
     }

@@ -115,9 +115,15 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
         ml__buf_flush(&b, STDERR_FILENO);
     }
     switch (action->kind) {
-    case ML_ACTION_ENOMEM: ml__report_write("limit", -1, 0); return;
-    case ML_ACTION_EXIT: ml__report_write("limit", action->arg, 0); _exit(action->arg);
-    case ML_ACTION_ABORT: ml__report_write("limit", -1, SIGABRT); abort();
+    case ML_ACTION_ENOMEM:
+        ml__report_write("limit", -1, 0);
+        return;
+    case ML_ACTION_EXIT:
+        ml__report_write("limit", action->arg, 0);
+        _exit(action->arg);
+    case ML_ACTION_ABORT:
+        ml__report_write("limit", -1, SIGABRT);
+        abort();
     case ML_ACTION_SIGNAL:
         ml__report_write("limit", -1, action->arg);
         raise(action->arg);
@@ -136,7 +142,8 @@ static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
         return ENOMEM;
     }
     int global_tasks = ML_LOAD(&ml__global_tasks) > 0;
-    if (t->flush_left <= n || global_tasks) ml__heap_flush(t); /* this allocation ends the interval */
+    if (t->flush_left <= n || global_tasks)
+        ml__heap_flush(t); /* this allocation ends the interval */
     if (global_tasks && ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
     if (!ml__heap_admit(t, n, align, old)) {
         fire(t, ML_LIMIT_HEAP, n);

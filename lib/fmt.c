@@ -57,7 +57,8 @@ void ml__buf_size(ml_buf *b, uint64_t v)
 void ml__buf_fixed(ml_buf *b, uint64_t v, int decimals)
 {
     uint64_t scale = 1;
-    for (int i = 0; i < decimals; i++) scale *= 10;
+    for (int i = 0; i < decimals; i++)
+        scale *= 10;
     ml__buf_u64(b, v / scale);
     if (decimals == 0) return;
     ml__buf_mem(b, ".", 1);

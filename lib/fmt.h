@@ -13,7 +13,10 @@ typedef struct ml_buf {
     int truncated;
 } ml_buf;
 
-#define ML_BUF_INIT(storage) {(storage), sizeof(storage), 0, 0}
+#define ML_BUF_INIT(storage)                                                                       \
+    {                                                                                              \
+        (storage), sizeof(storage), 0, 0                                                           \
+    }
 
 void ml__buf_str(ml_buf *b, const char *s);
 void ml__buf_mem(ml_buf *b, const char *s, size_t n);

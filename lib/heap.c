@@ -6,9 +6,9 @@
 #include "host.h"
 #include "task.h"
 
-static int64_t live_heap;         /* sum of every thread's reported balance */
-static uint64_t peak_heap;        /* highest live_heap seen at a flush */
-static uint64_t peak_checked;     /* live_heap at the last reconcile made for the peak */
+static int64_t live_heap;     /* sum of every thread's reported balance */
+static uint64_t peak_heap;    /* highest live_heap seen at a flush */
+static uint64_t peak_checked; /* live_heap at the last reconcile made for the peak */
 static uint64_t heap_cap = UINT64_MAX;
 
 /* The thread's balance now. jemalloc's counters only grow; if they are seen to go back (jemalloc
@@ -39,7 +39,8 @@ static void publish(ml_thread *t, int64_t balance)
     }
     while (live > 0 && (uint64_t)live > peak &&
            !__atomic_compare_exchange_n(&peak_heap, &peak, (uint64_t)live, 1, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {}
+                                        __ATOMIC_RELAXED)) {
+    }
 }
 
 void ml__heap_flush(ml_thread *t)

@@ -104,7 +104,8 @@ void ml__init(void)
         __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
         return;
     }
-    while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
+    while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)
+        sched_yield();
 }
 
 static void report_at_exit(int status, void *arg)

@@ -39,12 +39,26 @@ int ml__parse_size(const char *text, uint64_t *out, const char **expected)
     if (parse_digits(&s, &v) != 0) return -1;
     int shift = 0;
     switch (*s) {
-    case '\0': break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: return -1;
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return -1;
     }
     if (shift != 0 && *++s != '\0') return -1;
     if (v == 0 || v > (UINT64_MAX >> shift)) return -1;
@@ -58,13 +72,13 @@ static const struct {
     const char *name;
     int number;
 } signal_names[] = {
-    {"HUP", SIGHUP},   {"INT", SIGINT},       {"QUIT", SIGQUIT},     {"ILL", SIGILL},
-    {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},     {"BUS", SIGBUS},       {"FPE", SIGFPE},
-    {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},     {"USR2", SIGUSR2},
-    {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},     {"STKFLT", SIGSTKFLT},
-    {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},     {"TSTP", SIGTSTP},
-    {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},       {"XCPU", SIGXCPU},
-    {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},     {"WINCH", SIGWINCH},
+    {"HUP", SIGHUP},   {"INT", SIGINT},       {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+    {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},     {"BUS", SIGBUS},   {"FPE", SIGFPE},
+    {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
+    {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM}, {"STKFLT", SIGSTKFLT},
+    {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},
+    {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},
+    {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH},
     {"IO", SIGIO},     {"PWR", SIGPWR},       {"SYS", SIGSYS},
 };
 
@@ -98,7 +112,8 @@ int ml__parse_signal(const char *text, int *out, const char **expected)
         v = max ? (uint64_t)SIGRTMAX - off : (uint64_t)SIGRTMIN + off;
     } else {
         size_t i, n = sizeof signal_names / sizeof signal_names[0];
-        for (i = 0; i < n && strcmp(s, signal_names[i].name) != 0; i++) {}
+        for (i = 0; i < n && strcmp(s, signal_names[i].name) != 0; i++) {
+        }
         if (i == n) return -1;
         v = (uint64_t)signal_names[i].number;
     }
@@ -230,8 +245,10 @@ static void print_size(const void *field, char *out, size_t cap)
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
     uint64_t v = *(const uint64_t *)field;
-    if (v == ML_NONE) ml__buf_str(&b, "none");
-    else ml__buf_size(&b, v);
+    if (v == ML_NONE)
+        ml__buf_str(&b, "none");
+    else
+        ml__buf_size(&b, v);
     print_text(out, cap, &b);
 }
 
@@ -241,8 +258,12 @@ static void print_action(const void *field, char *out, size_t cap)
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
     switch (a->kind) {
-    case ML_ACTION_ENOMEM: ml__buf_str(&b, "enomem"); break;
-    case ML_ACTION_ABORT: ml__buf_str(&b, "abort"); break;
+    case ML_ACTION_ENOMEM:
+        ml__buf_str(&b, "enomem");
+        break;
+    case ML_ACTION_ABORT:
+        ml__buf_str(&b, "abort");
+        break;
     case ML_ACTION_EXIT:
         ml__buf_str(&b, "exit:");
         ml__buf_u64(&b, (uint64_t)a->arg);
@@ -250,8 +271,10 @@ static void print_action(const void *field, char *out, size_t cap)
     case ML_ACTION_SIGNAL: {
         const char *name = ml__signal_name(a->arg);
         ml__buf_str(&b, "signal:");
-        if (name != NULL) ml__buf_str(&b, name);
-        else ml__buf_u64(&b, (uint64_t)a->arg);
+        if (name != NULL)
+            ml__buf_str(&b, name);
+        else
+            ml__buf_u64(&b, (uint64_t)a->arg);
         break;
     }
     }
@@ -263,8 +286,10 @@ static void print_seed(const void *field, char *out, size_t cap)
     const __typeof__(((ml_config *)0)->seed) *seed = field;
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
-    if (seed->set) ml__buf_u64(&b, seed->value);
-    else ml__buf_str(&b, "from the OS");
+    if (seed->set)
+        ml__buf_u64(&b, seed->value);
+    else
+        ml__buf_str(&b, "from the OS");
     print_text(out, cap, &b);
 }
 
@@ -297,9 +322,12 @@ static void print_report(const void *field, char *out, size_t cap)
     const ml_report_spec *r = field;
     char tmp[600];
     ml_buf b = ML_BUF_INIT(tmp);
-    if (r->kind == ML_REPORT_OFF) ml__buf_str(&b, "0");
-    else if (r->kind == ML_REPORT_JSON) ml__buf_str(&b, r->path[0] ? "json:" : "json");
-    else if (r->path[0] == '\0') ml__buf_str(&b, "stderr");
+    if (r->kind == ML_REPORT_OFF)
+        ml__buf_str(&b, "0");
+    else if (r->kind == ML_REPORT_JSON)
+        ml__buf_str(&b, r->path[0] ? "json:" : "json");
+    else if (r->path[0] == '\0')
+        ml__buf_str(&b, "stderr");
     ml__buf_str(&b, r->path);
     print_text(out, cap, &b);
 }
@@ -315,8 +343,8 @@ const ml_option ml__options[] = {
      "what crossing the heap cap does: enomem, abort, exit:N or signal:NAME", FIELD(on_heap),
      field_action, print_action},
     {"MEMLIMITS_ALLOC", "--alloc", "SIZE", NULL,
-     "allocation budget of the process: total bytes it may request, counted exactly",
-     FIELD(alloc), field_size, print_size},
+     "allocation budget of the process: total bytes it may request, counted exactly", FIELD(alloc),
+     field_size, print_size},
     {"MEMLIMITS_ON_ALLOC", "--on-alloc", "ACTION", "exit:124",
      "what crossing the allocation budget does: exit:N, abort, signal:NAME or enomem",
      FIELD(on_alloc), field_action, print_action},
@@ -333,11 +361,10 @@ const ml_option ml__options[] = {
      "report at exit and when a limit action fires: 1 or stderr, PATH, json, json:PATH",
      FIELD(report), field_report, print_report},
     {"MEMLIMITS_SIGNAL", "--signal", "SIGNAL", NULL,
-     "signal used to wake tasks on other threads (default: a free real-time signal)",
-     FIELD(signal), field_wake_signal, print_signal},
+     "signal used to wake tasks on other threads (default: a free real-time signal)", FIELD(signal),
+     field_wake_signal, print_signal},
     {"MEMLIMITS_VERBOSE", "--verbose", "0|1", "0",
-     "print the effective configuration to stderr at start", FIELD(verbose), field_flag,
-     print_int},
+     "print the effective configuration to stderr at start", FIELD(verbose), field_flag, print_int},
 };
 
 const size_t ml__option_count = sizeof ml__options / sizeof ml__options[0];

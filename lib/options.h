@@ -10,8 +10,6 @@
 
 #include "common.h"
 
-
-
 /* Exit statuses of memlimits itself (README "Exit statuses"). */
 enum {
     ML_EXIT_ALLOC_BUDGET = 124, /* default MEMLIMITS_ON_ALLOC action: exit:124 */

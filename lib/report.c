@@ -17,7 +17,6 @@
 
 int ml_active(void);
 
-
 /* Expands "%p" to the pid and "%%" to "%". */
 static void expand_path(const char *path, char *out, size_t cap)
 {
@@ -68,7 +67,8 @@ static void read_command(char *out, size_t cap)
     ssize_t n = fd >= 0 ? read(fd, out, cap - 1) : -1;
     if (fd >= 0) close(fd);
     if (n <= 0) n = 0;
-    while (n > 0 && out[n - 1] == '\0') n--;
+    while (n > 0 && out[n - 1] == '\0')
+        n--;
     for (ssize_t i = 0; i < n; i++)
         if (out[i] == '\0') out[i] = ' ';
     out[n] = '\0';
@@ -179,8 +179,10 @@ static void text_report(ml_buf *b, const facts *f)
 
 static void json_u64_or_null(ml_buf *b, uint64_t v)
 {
-    if (v == ML_NONE) ml__buf_str(b, "null");
-    else ml__buf_u64(b, v);
+    if (v == ML_NONE)
+        ml__buf_str(b, "null");
+    else
+        ml__buf_u64(b, v);
 }
 
 static void json_report(ml_buf *b, const facts *f)
@@ -232,11 +234,15 @@ static void json_report(ml_buf *b, const facts *f)
     ml__buf_str(b, ",\"wall_seconds\":");
     ml__buf_fixed(b, f->wall_ns / 1000000, 3);
     ml__buf_str(b, ",\"exit_status\":");
-    if (f->status >= 0) ml__buf_u64(b, (uint64_t)f->status);
-    else ml__buf_str(b, "null");
+    if (f->status >= 0)
+        ml__buf_u64(b, (uint64_t)f->status);
+    else
+        ml__buf_str(b, "null");
     ml__buf_str(b, ",\"signal\":");
-    if (f->sig > 0) ml__buf_json_str(b, ml__signal_name(f->sig) ? ml__signal_name(f->sig) : "?");
-    else ml__buf_str(b, "null");
+    if (f->sig > 0)
+        ml__buf_json_str(b, ml__signal_name(f->sig) ? ml__signal_name(f->sig) : "?");
+    else
+        ml__buf_str(b, "null");
     ml__buf_str(b, "}\n");
 }
 
@@ -250,8 +256,10 @@ void ml__report_write(const char *event, int status, int sig)
     facts f;
     gather(&f, event, status, sig);
     ml_buf b = ML_BUF_INIT(storage);
-    if (cfg->report.kind == ML_REPORT_JSON) json_report(&b, &f);
-    else text_report(&b, &f);
+    if (cfg->report.kind == ML_REPORT_JSON)
+        json_report(&b, &f);
+    else
+        text_report(&b, &f);
     int fd = open_report(&cfg->report);
     if (fd >= 0) {
         ml__buf_flush(&b, fd);

@@ -18,7 +18,8 @@ void ml__rng_seed(ml_rng *r, uint64_t seed, uint64_t index)
 {
     /* Distinct streams: the index is mixed in before the state is expanded by splitmix64. */
     uint64_t x = seed ^ (index * 0xd1342543de82ef95ull + 0x2545f4914f6cdd1dull);
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
 }
 
 static inline uint64_t rotl(uint64_t x, int k)

@@ -56,8 +56,7 @@ uint64_t ml_global_memory_limit(void)
 static void mark(ml_task *k, int reason)
 {
     int none = 0;
-    __atomic_compare_exchange_n(&k->pending, &none, reason, 0, __ATOMIC_ACQ_REL,
-                                __ATOMIC_RELAXED);
+    __atomic_compare_exchange_n(&k->pending, &none, reason, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
 /* Whether the live heap is above the global limit. Near the limit, the batched sum may lag the
@@ -170,8 +169,7 @@ int ml__task_may_unwind_now(ml_thread *t)
     sigset_t now;
     if (t->task == NULL || pthread_sigmask(SIG_BLOCK, NULL, &now) != 0) return 0;
     for (int s = 1; s < NSIG; s++)
-        if (sigismember(&now, s) == 1 && sigismember(&t->task->signals_at_start, s) != 1)
-            return 0;
+        if (sigismember(&now, s) == 1 && sigismember(&t->task->signals_at_start, s) != 1) return 0;
     return 1;
 }
 
@@ -291,8 +289,7 @@ static void task_abandoned(void *arg)
     task_finish(t, k);
 }
 
-ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
-                 uint64_t *allocated)
+ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg, uint64_t *allocated)
 {
     if (limits == NULL || fn == NULL || (limits->flags & ~(unsigned)(ML_UNWIND | ML_WAKE)) != 0)
         return ML_EINVAL;
@@ -335,7 +332,7 @@ ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
     }
     pthread_sigmask(SIG_BLOCK, NULL, &task.signals_at_start);
     t->task = &task;
-    refresh(t); /* a token already set or a heap already over the limit: interrupted at once */
+    refresh(t);    /* a token already set or a heap already over the limit: interrupted at once */
     force_self(t); /* arm the task's limit at the next allocation */
 
     ml_task *volatile self = &task;
@@ -349,7 +346,8 @@ ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
     ml_task *k = self;
     t = &ml__self;
     int reason = 0;
-    for (ml_task *i = k; i != NULL && reason == 0; i = i->parent) reason = ML_LOAD(&i->pending);
+    for (ml_task *i = k; i != NULL && reason == 0; i = i->parent)
+        reason = ML_LOAD(&i->pending);
     uint64_t count = exact_allocated(t) - k->start;
     task_finish(t, k);
     if (allocated != NULL) *allocated = count;

@@ -95,8 +95,10 @@ static void register_with_jemalloc(ml_thread *t)
     if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
         void *probe =
             mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (probe != MAP_FAILED) munmap(probe, 1 << 20);
-        else je_opt_tcache = 0;
+        if (probe != MAP_FAILED)
+            munmap(probe, 1 << 20);
+        else
+            je_opt_tcache = 0;
     }
     mlje_mallctl("thread.allocatedp", (void *)&t->je_allocated, &len, NULL, 0);
     je_opt_tcache = cache;
@@ -143,7 +145,8 @@ void ml__registry_unlock(void)
 
 void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx)
 {
-    for (ml_thread *t = registry; t != NULL; t = t->next) fn(t, ctx);
+    for (ml_thread *t = registry; t != NULL; t = t->next)
+        fn(t, ctx);
 }
 
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx)
@@ -178,7 +181,8 @@ void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples)
     sum.allocated = retired_allocated;
     sum.allocations = retired_allocations;
     sum.samples = retired_samples;
-    for (ml_thread *t = registry; t != NULL; t = t->next) add_thread(t, &sum);
+    for (ml_thread *t = registry; t != NULL; t = t->next)
+        add_thread(t, &sum);
     pthread_mutex_unlock(&registry_lock);
     *allocated = sum.allocated;
     *allocations = sum.allocations;

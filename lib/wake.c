@@ -35,8 +35,10 @@ static void on_wake(int sig, siginfo_t *info, void *context)
     (void)context;
     int saved = errno;
     ml_thread *t = &ml__self;
-    if (t->busy) t->wake_pending = 1;
-    else if (t->state == ML_THREAD_READY) ml__thread_force_event(t);
+    if (t->busy)
+        t->wake_pending = 1;
+    else if (t->state == ML_THREAD_READY)
+        ml__thread_force_event(t);
     errno = saved;
 }
 
@@ -114,8 +116,10 @@ int ml__wake_setup(void)
 {
     int rc = 0;
     pthread_mutex_lock(&setup_lock);
-    if (wake_signal == 0) rc = install();
-    else if (!handler_is_ours(wake_signal)) rc = ML_ESIGNAL; /* the program took it over */
+    if (wake_signal == 0)
+        rc = install();
+    else if (!handler_is_ours(wake_signal))
+        rc = ML_ESIGNAL; /* the program took it over */
     if (rc == 0 && ML_LOAD(&event_fd) < 0) rc = start_waker();
     pthread_mutex_unlock(&setup_lock);
     return rc;

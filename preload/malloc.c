@@ -37,7 +37,7 @@ static inline __attribute__((always_inline)) void *do_malloc(size_t size, const 
 
 /* Aligned allocation with a valid power-of-two alignment >= sizeof(void *); returns an errno. */
 static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
-                                                           const void *ret)
+                                                            const void *ret)
 {
     if (ML_UNLIKELY(ml__charge(size))) return ml__memalign_slow(out, align, size, ret);
     return mlje_posix_memalign(out, align, size);
@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) int do_aligned(void **out, size_t a
 /* glibc's memalign: small alignments are malloc's; others are rounded up to a power of two;
  * alignments above SIZE_MAX/2 + 1 are invalid. */
 static inline __attribute__((always_inline)) void *do_memalign(size_t align, size_t size,
-                                                             const void *ret)
+                                                               const void *ret)
 {
     void *p = NULL;
     if (align <= ML_MALLOC_ALIGNMENT) return do_malloc(size, ret);
@@ -103,7 +103,8 @@ ENTRY void *malloc(size_t size)
     return do_malloc(size, CALLER);
 }
 ENTRY __typeof__(malloc) __libc_malloc __attribute__((alias("malloc"), copy(malloc)));
-__typeof__(malloc) ml__malloc_entry __attribute__((alias("malloc"), copy(malloc), visibility("hidden")));
+__typeof__(malloc) ml__malloc_entry
+    __attribute__((alias("malloc"), copy(malloc), visibility("hidden")));
 #endif
 
 ENTRY void free(void *p)
@@ -213,7 +214,7 @@ ENTRY int malloc_trim(size_t pad)
 }
 
 /* glibc's internal names, which some programs and libraries call directly. */
-#define ALIAS(name, target)                                                                     \
+#define ALIAS(name, target)                                                                        \
     ENTRY __typeof__(target) name __attribute__((alias(#target), copy(target)))
 ALIAS(__libc_free, free);
 ALIAS(__libc_calloc, calloc);

@@ -5,8 +5,8 @@
 #include "common.h"
 #include "thread.h"
 
-ML_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
-                             void *(*start)(void *), void *arg)
+ML_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+                             void *arg)
 {
     return ml__pthread_create(thread, attr, start, arg);
 }

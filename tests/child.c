@@ -35,8 +35,8 @@ static void append(char **buf, size_t *len, const char *data, size_t n)
     (*buf)[*len] = '\0';
 }
 
-int ml_child_run(const char *const argv[], const char *const env[], int preload,
-                 const char *input, int timeout_s, ml_child *out)
+int ml_child_run(const char *const argv[], const char *const env[], int preload, const char *input,
+                 int timeout_s, ml_child *out)
 {
     int outp[2], errp[2], inp[2];
     memset(out, 0, sizeof *out);
@@ -50,7 +50,8 @@ int ml_child_run(const char *const argv[], const char *const env[], int preload,
         dup2(outp[1], 1);
         dup2(errp[1], 2);
         if (preload) setenv("LD_PRELOAD", ml_test_lib(), 1);
-        for (size_t i = 0; env != NULL && env[i] != NULL; i++) putenv((char *)env[i]);
+        for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+            putenv((char *)env[i]);
         execvp(argv[0], (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -96,7 +97,8 @@ int ml_child_run(const char *const argv[], const char *const env[], int preload,
         }
     }
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
     out->exited = WIFEXITED(st);
     out->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     out->signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;

@@ -7,9 +7,9 @@
 #include <stddef.h>
 
 typedef struct ml_child {
-    int exited;     /* nonzero: exited normally with `status` */
-    int status;     /* exit status */
-    int signal;     /* terminating signal, when !exited */
+    int exited;      /* nonzero: exited normally with `status` */
+    int status;      /* exit status */
+    int signal;      /* terminating signal, when !exited */
     char *out, *err; /* captured output, NUL-terminated, malloc'd */
     size_t out_len, err_len;
 } ml_child;
@@ -22,8 +22,8 @@ const char *ml_test_target(const char *name); /* static buffer: copy before the 
  * "NAME=VALUE" strings, may be NULL), with LD_PRELOAD=ml_test_lib() if `preload`, stdin from
  * /dev/null or from `input` when not NULL, and a timeout in seconds (killed with SIGKILL).
  * Returns 0, or -1 if the child could not be started. */
-int ml_child_run(const char *const argv[], const char *const env[], int preload,
-                 const char *input, int timeout_s, ml_child *out);
+int ml_child_run(const char *const argv[], const char *const env[], int preload, const char *input,
+                 int timeout_s, ml_child *out);
 void ml_child_free(ml_child *c);
 
 #endif

@@ -8,9 +8,9 @@
 #include "fmt.h"
 #include "options.h"
 
-#define CHECK(cond)                                                                             \
-    do {                                                                                        \
-        if (!(cond)) abort();                                                                   \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) abort();                                                                      \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ml__buf_size(&b, v);
         out[b.len] = '\0';
         CHECK(ml__parse_size(out, &again, &why) == 0 && again == v);
-        for (const char *s = text; *s; s++) CHECK(strchr("0123456789kKmMgGtT", *s) != NULL);
+        for (const char *s = text; *s; s++)
+            CHECK(strchr("0123456789kKmMgGtT", *s) != NULL);
     } else {
         CHECK(v == 7 && why != NULL);
     }
@@ -46,7 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     int sig = -5;
-    if (ml__parse_signal(text, &sig, &why) == 0) CHECK(sig >= 1 && sig <= 64);
-    else CHECK(sig == -5);
+    if (ml__parse_signal(text, &sig, &why) == 0)
+        CHECK(sig >= 1 && sig <= 64);
+    else
+        CHECK(sig == -5);
     return 0;
 }

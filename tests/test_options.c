@@ -39,10 +39,28 @@ Test(options, size_parser_accepts_binary_suffixes)
 
 Test(options, size_parser_refuses_malformed_negative_and_overflowing)
 {
-    const char *bad[] = {"", "0", "0K", "-1", "+1", " 1", "1 ", "1KB", "1Kb", "1X", "1.5G",
-                         "K", "0x10", "18446744073709551615", "18446744073709551616",
-                         "99999999999999999999999", "16777216T", "1e9", "1MM", "10 M"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) size_bad(bad[i]);
+    const char *bad[] = {"",
+                         "0",
+                         "0K",
+                         "-1",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "1KB",
+                         "1Kb",
+                         "1X",
+                         "1.5G",
+                         "K",
+                         "0x10",
+                         "18446744073709551615",
+                         "18446744073709551616",
+                         "99999999999999999999999",
+                         "16777216T",
+                         "1e9",
+                         "1MM",
+                         "10 M"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        size_bad(bad[i]);
 }
 
 Test(options, action_parser)
@@ -65,9 +83,13 @@ Test(options, action_parser)
     cr_assert_eq(a.arg, SIGUSR1);
     cr_assert_eq(ml__parse_action("signal:9", &a, &why), 0);
     cr_assert_eq(a.arg, 9);
-    const char *bad[] = {"", "exit", "exit:", "exit:-1", "exit:256", "exit:1x", "signal:",
-                         "signal:NOPE", "signal:0", "signal:65", "ENOMEM", "abort ", "kill",
-                         "exit:99999999999999999999"};
+    const char *bad[] = {"",         "exit",
+                         "exit:",    "exit:-1",
+                         "exit:256", "exit:1x",
+                         "signal:",  "signal:NOPE",
+                         "signal:0", "signal:65",
+                         "ENOMEM",   "abort ",
+                         "kill",     "exit:99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         a.kind = ML_ACTION_ABORT;
         cr_assert_eq(ml__parse_action(bad[i], &a, &why), -1, "'%s' should be refused", bad[i]);
@@ -91,8 +113,8 @@ Test(options, signal_parser_names_numbers_and_realtime)
     cr_assert_eq(s, SIGRTMAX - 1);
     cr_assert_eq(ml__parse_signal("15", &s, &why), 0);
     cr_assert_eq(s, 15);
-    const char *bad[] = {"", "SIG", "usr1", "RTMIN+", "RTMIN+99", "RTMAX+1", "0", "65", "SIG15",
-                         "-1"};
+    const char *bad[] = {"",        "SIG", "usr1", "RTMIN+", "RTMIN+99",
+                         "RTMAX+1", "0",   "65",   "SIG15",  "-1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(ml__parse_signal(bad[i], &s, &why), -1, "'%s' should be refused", bad[i]);
 }
@@ -136,14 +158,21 @@ Test(options, every_variable_refuses_bad_input_with_one_clear_line)
 {
     /* For each variable, a value that must be refused; the message names variable and value. */
     static const char *cases[][2] = {
-        {"MEMLIMITS_HEAP", "12Q"},      {"MEMLIMITS_HEAP", "-5M"},
-        {"MEMLIMITS_HEAP", ""},         {"MEMLIMITS_ON_HEAP", "explode"},
+        {"MEMLIMITS_HEAP", "12Q"},
+        {"MEMLIMITS_HEAP", "-5M"},
+        {"MEMLIMITS_HEAP", ""},
+        {"MEMLIMITS_ON_HEAP", "explode"},
         {"MEMLIMITS_ALLOC", "99999999999999999999"},
-        {"MEMLIMITS_ON_ALLOC", "exit:"}, {"MEMLIMITS_GLOBAL", "1.5G"},
-        {"MEMLIMITS_SAMPLE", "0"},      {"MEMLIMITS_SAMPLE", "2T"},
-        {"MEMLIMITS_SEED", "-1"},       {"MEMLIMITS_SEED", "18446744073709551616"},
-        {"MEMLIMITS_REPORT", ""},       {"MEMLIMITS_REPORT", "json:"},
-        {"MEMLIMITS_SIGNAL", "KILL"},   {"MEMLIMITS_SIGNAL", "NOSUCH"},
+        {"MEMLIMITS_ON_ALLOC", "exit:"},
+        {"MEMLIMITS_GLOBAL", "1.5G"},
+        {"MEMLIMITS_SAMPLE", "0"},
+        {"MEMLIMITS_SAMPLE", "2T"},
+        {"MEMLIMITS_SEED", "-1"},
+        {"MEMLIMITS_SEED", "18446744073709551616"},
+        {"MEMLIMITS_REPORT", ""},
+        {"MEMLIMITS_REPORT", "json:"},
+        {"MEMLIMITS_SIGNAL", "KILL"},
+        {"MEMLIMITS_SIGNAL", "NOSUCH"},
         {"MEMLIMITS_VERBOSE", "yes"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -163,11 +192,15 @@ Test(options, valid_values_reach_the_config)
     ml_config cfg;
     char err[512];
     memset(fake_env, 0, sizeof fake_env);
-    const char *pairs[][2] = {{"MEMLIMITS_HEAP", "64M"},      {"MEMLIMITS_ON_HEAP", "exit:3"},
-                              {"MEMLIMITS_ALLOC", "1G"},      {"MEMLIMITS_ON_ALLOC", "enomem"},
-                              {"MEMLIMITS_SAMPLE", "4096"},   {"MEMLIMITS_SEED", "0"},
+    const char *pairs[][2] = {{"MEMLIMITS_HEAP", "64M"},
+                              {"MEMLIMITS_ON_HEAP", "exit:3"},
+                              {"MEMLIMITS_ALLOC", "1G"},
+                              {"MEMLIMITS_ON_ALLOC", "enomem"},
+                              {"MEMLIMITS_SAMPLE", "4096"},
+                              {"MEMLIMITS_SEED", "0"},
                               {"MEMLIMITS_REPORT", "json:/tmp/r-%p.json"},
-                              {"MEMLIMITS_SIGNAL", "RTMIN+2"}, {"MEMLIMITS_VERBOSE", "1"}};
+                              {"MEMLIMITS_SIGNAL", "RTMIN+2"},
+                              {"MEMLIMITS_VERBOSE", "1"}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         fake_env[i][0] = pairs[i][0];
         fake_env[i][1] = pairs[i][1];
@@ -206,10 +239,10 @@ Test(options, printers_round_trip_through_parsers)
         ml_config again;
         const char *why;
         cr_assert_eq(o->parse(text, (char *)&again + o->offset, &why), 0, "%s", text);
-        cr_assert_eq(memcmp((char *)&again + o->offset, (char *)&cfg + o->offset,
-                            strcmp(o->env, "MEMLIMITS_HEAP") == 0 ? sizeof(uint64_t)
-                                                                   : sizeof(ml_action)),
-                     0);
+        cr_assert_eq(
+            memcmp((char *)&again + o->offset, (char *)&cfg + o->offset,
+                   strcmp(o->env, "MEMLIMITS_HEAP") == 0 ? sizeof(uint64_t) : sizeof(ml_action)),
+            0);
     }
 }
 

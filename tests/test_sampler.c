@@ -13,7 +13,8 @@ Test(sampler, same_seed_and_stream_reproduce_the_same_gaps)
     ml__sampler_set_mean(80000);
     ml__rng_seed(&a, SEED, 3);
     ml__rng_seed(&b, SEED, 3);
-    for (int i = 0; i < 1000; i++) cr_assert_eq(ml__sampler_gap(&a), ml__sampler_gap(&b));
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(ml__sampler_gap(&a), ml__sampler_gap(&b));
 }
 
 Test(sampler, mean_and_variance_of_gaps_match_geometric)
@@ -91,7 +92,8 @@ Test(sampler, counts_do_not_depend_on_how_bytes_are_split)
     ml__rng_seed(&b, SEED, 4);
     uint64_t la = ml__sampler_gap(&a), lb = ml__sampler_gap(&b), ka = 0, kb = 0;
     ka = ml__sampler_take(&a, &la, 10000000);
-    for (int i = 0; i < 100000; i++) kb += ml__sampler_take(&b, &lb, 100);
+    for (int i = 0; i < 100000; i++)
+        kb += ml__sampler_take(&b, &lb, 100);
     cr_assert_eq(ka, kb);
     cr_assert_eq(la, lb);
 }

@@ -33,7 +33,8 @@ static ml_child run_stress(const char *const argv_tail[], int timeout_s)
     char target[4096];
     snprintf(target, sizeof target, "%s", ml_test_target("tasks_stress"));
     const char *argv[8] = {target};
-    for (int i = 0; argv_tail[i] != NULL && i < 6; i++) argv[i + 1] = argv_tail[i];
+    for (int i = 0; argv_tail[i] != NULL && i < 6; i++)
+        argv[i + 1] = argv_tail[i];
     ml_child c;
     cr_assert_eq(ml_child_run(argv, NULL, 0, NULL, timeout_s, &c), 0, "cannot start %s", target);
     cr_log_info("%s %s:\n%s%s", argv[1], argv[2] ? argv[2] : "", c.out, c.err);
@@ -142,8 +143,10 @@ static void *token_meddler(void *arg)
         r = r * 1103515245u + 12345u;
         ml_token *t = __atomic_load_n(&token_published[(r >> 8) % TOKEN_THREADS], __ATOMIC_ACQUIRE);
         if (t == NULL) continue;
-        if ((r >> 4) % 8 == 0) ml_token_destroy(t);
-        else ml_token_set(t);
+        if ((r >> 4) % 8 == 0)
+            ml_token_destroy(t);
+        else
+            ml_token_set(t);
         (void)ml_token_is_set(t);
     }
     return NULL;
@@ -155,7 +158,8 @@ Test(stress, tokens_concurrent_in_process)
     pthread_create(&meddler, NULL, token_meddler, NULL);
     for (int i = 0; i < TOKEN_THREADS; i++)
         pthread_create(&th[i], NULL, token_churn, (void *)(intptr_t)i);
-    for (int i = 0; i < TOKEN_THREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < TOKEN_THREADS; i++)
+        pthread_join(th[i], NULL);
     __atomic_store_n(&token_stop, 1, __ATOMIC_RELEASE);
     pthread_join(meddler, NULL);
     ml_token *t = ml_token_create();

@@ -9,3 +9,11 @@ set_tests_properties(fuzz_options PROPERTIES TIMEOUT 300)
 # Install into a temporary prefix and build clients with pkg-config and find_package.
 add_test(NAME install COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/install_test.sh ${CMAKE_BINARY_DIR}
                               ${CMAKE_CURRENT_BINARY_DIR}/install-test)
+# One formatting style (.clang-format), checked on every C source of the project.
+find_program(ML_CLANG_FORMAT NAMES clang-format clang-format-14)
+if(NOT ML_CLANG_FORMAT)
+  message(FATAL_ERROR "clang-format not found: install clang-format (scripts/deps.sh does)")
+endif()
+add_test(NAME format
+         COMMAND sh -c "${ML_CLANG_FORMAT} --dry-run --Werror lib/*.c lib/*.h preload/*.c include/*.h tools/*.c tools/*.h tests/*.c tests/*.h tests/targets/*.c tests/examples/*.c bench/*.c bench/*.h"
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})

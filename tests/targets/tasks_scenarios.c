@@ -56,8 +56,8 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
     } while (0)
 
 #define EXPECT_STATUS(got, want)                                                                   \
-    EXPECT((got) == (want), "status %d (%s), expected %d (%s)", (int)(got),                        \
-           ml_strstatus(got), (int)(want), ml_strstatus(want))
+    EXPECT((got) == (want), "status %d (%s), expected %d (%s)", (int)(got), ml_strstatus(got),     \
+           (int)(want), ml_strstatus(want))
 
 #define EXPECT_U64(got, want)                                                                      \
     EXPECT((uint64_t)(got) == (uint64_t)(want), "%s = %llu, expected %llu", #got,                  \
@@ -71,7 +71,8 @@ static int gettid_(void)
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 static double now_s(void)
@@ -85,7 +86,8 @@ static double now_s(void)
 static int wait_flag(const int *flag, double seconds)
 {
     double end = now_s() + seconds;
-    while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE) && now_s() < end) sleep_ms(1);
+    while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE) && now_s() < end)
+        sleep_ms(1);
     return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
 }
 
@@ -144,17 +146,18 @@ static const long SLEEP_CALLS[] = {SYS_nanosleep, SYS_clock_nanosleep, -1};
 #define MAX_BLOCKS 4096
 
 typedef struct blocks {
-    size_t size, count;   /* in: allocate `count` blocks of `size` bytes */
-    size_t got;           /* out: blocks allocated before the first NULL */
-    int err;              /* out: errno of the first NULL (0: none) */
-    int after_null;       /* out: a malloc(1) after the first NULL succeeded */
+    size_t size, count;      /* in: allocate `count` blocks of `size` bytes */
+    size_t got;              /* out: blocks allocated before the first NULL */
+    int err;                 /* out: errno of the first NULL (0: none) */
+    int after_null;          /* out: a malloc(1) after the first NULL succeeded */
     uint64_t thread_at_null; /* out: ml_thread_allocated() - at start, at the first NULL */
     void *p[MAX_BLOCKS];
 } blocks;
 
 static void blocks_free(blocks *b)
 {
-    for (size_t i = 0; i < b->got; i++) free(b->p[i]);
+    for (size_t i = 0; i < b->got; i++)
+        free(b->p[i]);
     b->got = 0;
 }
 
@@ -342,8 +345,8 @@ static void task_outer(void *arg)
     *before = (blocks){.size = 100, .count = n->outer_before};
     task_blocks(before);
     *n->inner = (blocks){.size = 100, .count = n->inner_count};
-    n->inner_status = ml_limit_allocations(n->inner_limit, task_blocks, n->inner,
-                                           &n->inner_allocated);
+    n->inner_status =
+        ml_limit_allocations(n->inner_limit, task_blocks, n->inner, &n->inner_allocated);
     *n->after = (blocks){.size = 100, .count = n->outer_after};
     task_blocks(n->after);
 }
@@ -353,8 +356,12 @@ static void nested_inner_limit_does_not_extend_outer(void)
     static nest n;
     static blocks after;
     uint64_t allocated = 0;
-    n = (nest){.inner_limit = 1000000, .outer_before = 50, .inner_count = 1000, .outer_after = 1,
-               .inner = &B2, .after = &after};
+    n = (nest){.inner_limit = 1000000,
+               .outer_before = 50,
+               .inner_count = 1000,
+               .outer_after = 1,
+               .inner = &B2,
+               .after = &after};
     ml_status st = ml_limit_allocations(10000, task_outer, &n, &allocated);
     EXPECT_STATUS(n.inner_status, ML_ALLOCATION_LIMIT);
     EXPECT_U64(B1.got, 50);
@@ -376,8 +383,12 @@ static void nested_allocations_count_against_every_limit(void)
     static blocks after;
     uint64_t allocated = 0;
     /* outer 10000: 10 blocks, inner (limit 8000) 60 blocks, then 30 more fit and the 31st not */
-    n = (nest){.inner_limit = 8000, .outer_before = 10, .inner_count = 60, .outer_after = 31,
-               .inner = &B2, .after = &after};
+    n = (nest){.inner_limit = 8000,
+               .outer_before = 10,
+               .inner_count = 60,
+               .outer_after = 31,
+               .inner = &B2,
+               .after = &after};
     ml_status st = ml_limit_allocations(10000, task_outer, &n, &allocated);
     EXPECT_STATUS(n.inner_status, ML_OK);
     EXPECT_U64(n.inner_allocated, 6000);
@@ -391,8 +402,12 @@ static void nested_allocations_count_against_every_limit(void)
     blocks_free(&after);
 
     /* The inner's own limit fires: only the inner is interrupted; the outer goes on. */
-    n = (nest){.inner_limit = 2000, .outer_before = 10, .inner_count = 60, .outer_after = 20,
-               .inner = &B2, .after = &after};
+    n = (nest){.inner_limit = 2000,
+               .outer_before = 10,
+               .inner_count = 60,
+               .outer_after = 20,
+               .inner = &B2,
+               .after = &after};
     st = ml_limit_allocations(10000, task_outer, &n, &allocated);
     EXPECT_STATUS(n.inner_status, ML_ALLOCATION_LIMIT);
     EXPECT_U64(B2.got, 20);
@@ -405,7 +420,8 @@ static void nested_allocations_count_against_every_limit(void)
     blocks_free(&after);
 }
 
-/* An interrupt of an enclosing task (its token, set by another thread) interrupts the nested one. */
+/* An interrupt of an enclosing task (its token, set by another thread) interrupts the nested one.
+ */
 static ml_token *nest_token;
 static int nest_inner_started, nest_inner_null_err, nest_inner_interrupted;
 static ml_status nest_inner_status;
@@ -818,8 +834,8 @@ static void cleanup_pop_executes_masked_or_drops(void)
     ml_limits limits = {1000, 0, NULL, ML_UNWIND};
     ml_status st = ml_run(&limits, task_pop, NULL, NULL);
     EXPECT_STATUS(st, ML_ALLOCATION_LIMIT);
-    EXPECT(UR.calls[1] == 1 && UR.alloc_ok[1], "POP(1): calls %d masked allocation %d",
-           UR.calls[1], UR.alloc_ok[1]);
+    EXPECT(UR.calls[1] == 1 && UR.alloc_ok[1], "POP(1): calls %d masked allocation %d", UR.calls[1],
+           UR.alloc_ok[1]);
     EXPECT(UR.calls[3] == 0, "a cleanup dropped by POP(0) ran %d times", UR.calls[3]);
     EXPECT(UR.mallocs_returned && !UR.after, "returned %zu after %d", UR.mallocs_returned,
            UR.after);
@@ -1130,7 +1146,7 @@ static void resource_nested_release_innermost_first(void)
  * Tokens. */
 typedef struct spin {
     int started;
-    int *seen_flag;            /* set by another thread right after it set the token */
+    int *seen_flag; /* set by another thread right after it set the token */
     uint64_t at_seen, bytes_after_seen;
     int seen;
     int null_err;
@@ -1194,8 +1210,10 @@ static void *setter_main(void *arg)
     setter *s = arg;
     wait_flag(s->started, 10);
     sleep_ms(30);
-    if (s->use_kill) kill(getpid(), SIGUSR1);
-    else ml_token_set(s->token);
+    if (s->use_kill)
+        kill(getpid(), SIGUSR1);
+    else
+        ml_token_set(s->token);
     if (s->done != NULL) __atomic_store_n(s->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -1214,8 +1232,7 @@ static void token_set_from_other_thread_stops_task(void)
     ml_status st = ml_limit_with_token(tok, task_spin, &s);
     pthread_join(th, NULL);
     EXPECT_STATUS(st, ML_TOKEN);
-    EXPECT(!s.timed_out && s.null_err == ENOMEM, "timed out %d errno %d", s.timed_out,
-           s.null_err);
+    EXPECT(!s.timed_out && s.null_err == ENOMEM, "timed out %d errno %d", s.timed_out, s.null_err);
     /* at its next allocation event: within 32 KiB of allocation (memlimits.h, ml_token_set) */
     EXPECT(s.bytes_after_seen <= 32 * KIB, "%llu bytes allocated after the token was set",
            (unsigned long long)s.bytes_after_seen);
@@ -1258,8 +1275,8 @@ static void token_set_from_signal_handler_stops_task(void)
     s = (spin){.raise_at = 1000};
     ml_status st = ml_limit_with_token(signal_token, task_spin, &s);
     EXPECT_STATUS(st, ML_TOKEN);
-    EXPECT(s.mark && !s.timed_out && s.null_err == ENOMEM, "mark %d timed out %d errno %d",
-           s.mark, s.timed_out, s.null_err);
+    EXPECT(s.mark && !s.timed_out && s.null_err == ENOMEM, "mark %d timed out %d errno %d", s.mark,
+           s.timed_out, s.null_err);
     EXPECT(s.bytes_after_mark <= 32 * KIB, "%llu bytes allocated after the token was set",
            (unsigned long long)s.bytes_after_mark);
     say("info bytes_after_set %llu\n", (unsigned long long)s.bytes_after_mark);
@@ -1318,8 +1335,8 @@ static void token_set_before_start_interrupts_at_once(void)
     UR = (unwindrec){0};
     st = ml_run(&limits, task_unwind, NULL, NULL);
     EXPECT_STATUS(st, ML_TOKEN);
-    EXPECT(UR.mallocs_returned == 0 && UR.n == 2, "ML_UNWIND: %zu allocations returned, %d cleanups",
-           UR.mallocs_returned, UR.n);
+    EXPECT(UR.mallocs_returned == 0 && UR.n == 2,
+           "ML_UNWIND: %zu allocations returned, %d cleanups", UR.mallocs_returned, UR.n);
     ml_token_destroy(tok);
 }
 
@@ -1430,8 +1447,8 @@ typedef struct waiter {
     int global;
     int tid, started, done;
     int rc, err;
-    int eintr;     /* EINTRs seen while looping (loop mode) */
-    int loop;      /* read again after EINTR until a byte comes */
+    int eintr; /* EINTRs seen while looping (loop mode) */
+    int loop;  /* read again after EINTR until a byte comes */
     int got_byte;
     ml_status status;
 } waiter;
@@ -1486,8 +1503,8 @@ static void waiter_start(waiter *w, pthread_t *th)
     if (pipe(w->fd) != 0) EXPECT(0, "pipe: %s", strerror(errno));
     pthread_create(th, NULL, wait_main, w);
     EXPECT(wait_flag(&w->started, 10), "the waiting thread did not start");
-    EXPECT(wait_blocked(w->tid, calls_of(w->kind)), "thread %d never blocked (syscall %ld)",
-           w->tid, blocked_syscall(w->tid));
+    EXPECT(wait_blocked(w->tid, calls_of(w->kind)), "thread %d never blocked (syscall %ld)", w->tid,
+           blocked_syscall(w->tid));
 }
 
 /* Unblocks a waiter that was not woken, so that the scenario can finish. */
@@ -1556,8 +1573,7 @@ static void wake_only_tasks_that_asked(void)
     EXPECT(wait_flag(&woken.done, 2.0), "the ML_WAKE task was not woken");
     sleep_ms(200);
     EXPECT(!__atomic_load_n(&plain.done, __ATOMIC_ACQUIRE), "the thread without a task returned");
-    EXPECT(!__atomic_load_n(&nowake.done, __ATOMIC_ACQUIRE),
-           "the task without ML_WAKE returned");
+    EXPECT(!__atomic_load_n(&nowake.done, __ATOMIC_ACQUIRE), "the task without ML_WAKE returned");
     EXPECT(proc_syscall_unreadable || blocked_syscall(plain.tid) == SYS_read,
            "the thread without a task is not in read");
     EXPECT(proc_syscall_unreadable || blocked_syscall(nowake.tid) == SYS_read,
@@ -1851,12 +1867,14 @@ static void global_limit_interrupts_every_thread(void)
         gworkers[i] = (gworker){.crossed = &global_crossed};
         pthread_create(&th[i], NULL, gworker_main, &gworkers[i]);
     }
-    for (int i = 0; i < GLOBAL_THREADS; i++) wait_flag(&gworkers[i].started, 10);
+    for (int i = 0; i < GLOBAL_THREADS; i++)
+        wait_flag(&gworkers[i].started, 10);
     sleep_ms(50);
     for (int i = 0; i < GLOBAL_THREADS; i++)
         EXPECT(!__atomic_load_n(&gworkers[i].done, __ATOMIC_ACQUIRE),
                "worker %d, started after the heap was freed back under the limit, was "
-               "interrupted (status %d)", i, (int)gworkers[i].status);
+               "interrupted (status %d)",
+               i, (int)gworkers[i].status);
     /* set the global limit below the heap: every running task is interrupted */
     ml_set_global_memory_limit(ml_heap_live() / 2);
     for (int i = 0; i < GLOBAL_THREADS; i++) {
@@ -2036,8 +2054,7 @@ static void threads_created_in_task_do_not_inherit(void)
     EXPECT(child_nulls == 0, "a thread created in a task with a 64 KiB limit got %d NULLs",
            child_nulls);
     EXPECT(child_bytes >= 8 * MIB, "the child allocated %llu", (unsigned long long)child_bytes);
-    EXPECT(allocated < 64 * KIB, "the task was charged %llu bytes",
-           (unsigned long long)allocated);
+    EXPECT(allocated < 64 * KIB, "the task was charged %llu bytes", (unsigned long long)allocated);
     EXPECT_STATUS(st, ML_OK);
 
     /* A thread created by an interrupted task is not interrupted. */
@@ -2098,7 +2115,8 @@ static void setup_out_of_memory_is_enomem(void)
     EXPECT(n < 8192 && err == ENOMEM, "ml_token_create: %zu tokens, then errno %d", n, err);
     EXPECT_STATUS(st, ML_ENOMEM);
     EXPECT(ran == 0, "the task ran although its setup failed");
-    for (size_t i = 0; i < n; i++) ml_token_destroy(made[i]);
+    for (size_t i = 0; i < n; i++)
+        ml_token_destroy(made[i]);
 
     ml_token *t = ml_token_create();
     EXPECT(t != NULL, "ml_token_create after memory came back");
@@ -2272,7 +2290,10 @@ static const struct {
     const char *name;
     void (*fn)(void);
 } scenarios[] = {
-#define S(name) {#name, name}
+#define S(name)                                                                                    \
+    {                                                                                              \
+#name, name                                                                                \
+    }
     S(allocation_limit_exact),
     S(allocation_limit_crossing_is_refused),
     S(allocation_limit_counts_calloc_and_realloc),

@@ -60,7 +60,8 @@ static double now_s(void)
 static void sleep_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -81,17 +82,17 @@ static void sleep_us(long us)
     X(threads_started)
 
 #define ERRORS(X)                                                                                  \
-    X(lost)                   /* a task that had to be interrupted returned ML_OK */               \
-    X(wrong_status)           /* a status the task's limits cannot produce */                      \
-    X(release_twice)          /* release with no resource outstanding, or not the innermost */     \
-    X(release_skipped)        /* a resource still outstanding after ml_run returned */             \
+    X(lost)                    /* a task that had to be interrupted returned ML_OK */              \
+    X(wrong_status)            /* a status the task's limits cannot produce */                     \
+    X(release_twice)           /* release with no resource outstanding, or not the innermost */    \
+    X(release_skipped)         /* a resource still outstanding after ml_run returned */            \
     X(release_not_interrupted) /* release after an interrupt saw ml_is_interrupted() == 0 */       \
-    X(masked_refused)         /* an allocation in a masked section, acquire or release failed */  \
-    X(cleanup_count)          /* a cleanup did not run exactly once */                             \
-    X(after_unwind)           /* code after an unwinding allocation ran */                         \
-    X(runaway)                /* a task loop hit its safety cap: never interrupted */              \
-    X(ran_with_einval)        /* the task function ran although ml_run refused */                  \
-    X(bad_resource_rc)        /* ml_with_resource returned something scope/acquire did not */
+    X(masked_refused)          /* an allocation in a masked section, acquire or release failed */  \
+    X(cleanup_count)           /* a cleanup did not run exactly once */                            \
+    X(after_unwind)            /* code after an unwinding allocation ran */                        \
+    X(runaway)                 /* a task loop hit its safety cap: never interrupted */             \
+    X(ran_with_einval)         /* the task function ran although ml_run refused */                 \
+    X(bad_resource_rc)         /* ml_with_resource returned something scope/acquire did not */
 
 #define DECLARE(name) static uint64_t c_##name;
 COUNTERS(DECLARE)
@@ -134,15 +135,15 @@ typedef struct worker {
     pthread_t thread;
     ml_token *slot; /* the token of the task running now, for the controller (atomic) */
     void *stack[MAX_DEPTH];
-    int depth;          /* resources outstanding, innermost last */
-    int cleanup_runs;   /* of the current task's cleanup */
+    int depth;        /* resources outstanding, innermost last */
+    int cleanup_runs; /* of the current task's cleanup */
     int interrupted_expected;
     uint64_t done; /* tasks finished (atomic) */
     int fn_ran;
 } worker;
 
 static __thread worker *self_worker;
-static int stop;          /* workers: finish the task at hand and exit */
+static int stop;           /* workers: finish the task at hand and exit */
 static int workers_exited; /* the controller keeps going until every worker has exited */
 
 static unsigned next_rand(worker *w)
@@ -456,10 +457,12 @@ static int mode_interrupts(int threads, double seconds, uint64_t target)
     pthread_t ctl;
     pthread_create(&ctl, NULL, controller, NULL);
     double end = now_s() + seconds;
-    while (now_s() < end && GET(interrupts) < target) sleep_us(10000);
+    while (now_s() < end && GET(interrupts) < target)
+        sleep_us(10000);
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     pthread_join(ctl, NULL);
-    for (int i = 0; i < threads; i++) pthread_join(workers[i].thread, NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(workers[i].thread, NULL);
     int bad = 0;
     for (int i = 0; i < threads; i++) {
         say("stats worker %d tasks %llu\n", i, (unsigned long long)workers[i].done);
@@ -505,7 +508,8 @@ static void *token_controller(void *arg)
             }
         }
     }
-    for (int i = 0; i < 4; i++) ml_token_destroy(old[i]);
+    for (int i = 0; i < 4; i++)
+        ml_token_destroy(old[i]);
     return NULL;
 }
 
@@ -550,7 +554,8 @@ static int mode_thread_exit(double seconds)
             batch[i].rng = seed++ * 2654435761u;
             pthread_create(&batch[i].thread, NULL, exit_thread, &batch[i]);
         }
-        for (int i = 0; i < BATCH; i++) pthread_join(batch[i].thread, NULL);
+        for (int i = 0; i < BATCH; i++)
+            pthread_join(batch[i].thread, NULL);
     }
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     pthread_join(ctl, NULL);
@@ -579,9 +584,11 @@ static int mode_token_destroy(int threads, double seconds)
     pthread_t ctl;
     pthread_create(&ctl, NULL, token_controller, &destroy_while_held);
     double end = now_s() + seconds;
-    while (now_s() < end) sleep_us(10000);
+    while (now_s() < end)
+        sleep_us(10000);
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
-    for (int i = 0; i < threads; i++) pthread_join(workers[i].thread, NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(workers[i].thread, NULL);
     pthread_join(ctl, NULL);
     free(workers);
     return 0;
@@ -626,9 +633,12 @@ int main(int argc, char **argv)
     alarm((unsigned)seconds + 60);
     int bad;
     uint64_t target = argc >= 5 ? strtoull(argv[4], NULL, 10) : 20000;
-    if (strcmp(mode_name, "interrupts") == 0) bad = mode_interrupts(threads, seconds, target);
-    else if (strcmp(mode_name, "thread_exit") == 0) bad = mode_thread_exit(seconds);
-    else if (strcmp(mode_name, "token_destroy") == 0) bad = mode_token_destroy(threads, seconds);
+    if (strcmp(mode_name, "interrupts") == 0)
+        bad = mode_interrupts(threads, seconds, target);
+    else if (strcmp(mode_name, "thread_exit") == 0)
+        bad = mode_thread_exit(seconds);
+    else if (strcmp(mode_name, "token_destroy") == 0)
+        bad = mode_token_destroy(threads, seconds);
     else {
         say("FAIL %s: no such mode\n", mode_name);
         return 2;
