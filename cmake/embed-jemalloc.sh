@@ -1,16 +1,40 @@
 #!/bin/sh
 # Makes the private copy of jemalloc that libmemlimits.so links: Debian's PIC archive without
 # its C++ operators, every public name renamed to mlje_* (cmake/jemalloc-rename.txt) so that
-# memlimits' own malloc and jemalloc's can live in one object. Usage: SRC_ARCHIVE MAP OUT.
+# memlimits' own malloc and jemalloc's can live in one object. One name is kept: jemalloc's
+# `free` is exported as memlimits' free itself (free has nothing to add, so it costs no extra
+# jump), and gets more names at the same address: mlje_free for memlimits' own calls, and
+# __libc_free and cfree, which glibc's API defines as free. That copy is for
+# libmemlimits.so; with MODE=private (tests, which link the engine into programs whose malloc
+# stays glibc's) free is renamed like every other name.
+# Usage: SRC_ARCHIVE MAP OUT [shared|private].
 set -eu
-src=$1 map=$2 out=$3
+src=$1 map=$2 out=$3 mode=${4:-shared}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$src" "$work/je.a"
 ar d "$work/je.a" jemalloc_cpp.pic.o
+if [ "$mode" = private ]; then
+    { cat "$map"; echo "free mlje_free"; } > "$work/map"
+    objcopy --redefine-syms="$work/map" "$work/je.a" "$work/renamed.a"
+    mv "$work/renamed.a" "$out"
+    exit 0
+fi
 objcopy --redefine-syms="$map" "$work/je.a" "$work/renamed.a"
-# Fail the build if any public (default-visibility) jemalloc name was not renamed.
-left=$(nm -g --defined-only "$work/renamed.a" 2>/dev/null | awk 'NF==3 && $3 !~ /^(mlje_|je_)/ {print $3}' | sort -u)
+# The other names of free, at the same place in jemalloc.pic.o.
+(cd "$work" && ar x renamed.a jemalloc.pic.o)
+line=$(nm "$work/jemalloc.pic.o" | awk '$2 == "T" && $3 == "free" {print $1}')
+if [ -z "$line" ]; then
+    echo "embed-jemalloc: no free in jemalloc.pic.o" >&2
+    exit 1
+fi
+for name in mlje_free __libc_free cfree; do
+    objcopy --add-symbol "$name=.text:0x$line,global,function" "$work/jemalloc.pic.o"
+done
+(cd "$work" && ar r renamed.a jemalloc.pic.o)
+# Fail the build if any public (default-visibility) jemalloc name but free was not renamed.
+left=$(nm -g --defined-only "$work/renamed.a" 2>/dev/null |
+    awk 'NF==3 && $3 !~ /^(mlje_|je_)/ && $3 !~ /^(free|__libc_free|cfree)$/ {print $3}' | sort -u)
 if [ -n "$left" ]; then
     echo "embed-jemalloc: names not renamed: $left" >&2
     exit 1

@@ -20,7 +20,6 @@
 /* Not declared by glibc 2.36's headers. */
 void free_sized(void *p, size_t size);
 void free_aligned_sized(void *p, size_t align, size_t size);
-void cfree(void *p);
 
 /* glibc's MALLOC_ALIGNMENT on x86-64: malloc's blocks are already this aligned. */
 #define ML_MALLOC_ALIGNMENT 16
@@ -107,10 +106,8 @@ __typeof__(malloc) ml__malloc_entry
     __attribute__((alias("malloc"), copy(malloc), visibility("hidden")));
 #endif
 
-ENTRY void free(void *p)
-{
-    mlje_free(p);
-}
+/* free, __libc_free and cfree are jemalloc's free itself, exported under those names
+ * (cmake/embed-jemalloc.sh): free has nothing to add, so it costs no extra jump. */
 
 ENTRY void *calloc(size_t count, size_t size)
 {
@@ -201,11 +198,6 @@ ENTRY void free_aligned_sized(void *p, size_t align, size_t size)
     mlje_free(p);
 }
 
-ENTRY void cfree(void *p)
-{
-    mlje_free(p);
-}
-
 /* Returns unused dirty pages of every arena to the system. */
 ENTRY int malloc_trim(size_t pad)
 {
@@ -216,7 +208,6 @@ ENTRY int malloc_trim(size_t pad)
 /* glibc's internal names, which some programs and libraries call directly. */
 #define ALIAS(name, target)                                                                        \
     ENTRY __typeof__(target) name __attribute__((alias(#target), copy(target)))
-ALIAS(__libc_free, free);
 ALIAS(__libc_calloc, calloc);
 ALIAS(__libc_realloc, realloc);
 ALIAS(__libc_memalign, memalign);
