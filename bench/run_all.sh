@@ -4,8 +4,8 @@
 #   bench/run_all.sh BUILD_DIR
 #
 # writes bench/results/REPORT.md, the PNG plots beside it, and the raw data under
-# bench/results/raw/. It takes 7-10 minutes on the 2-core machine (436 s and 589 s measured,
-# loaded). QUICK=1 takes about 1 minute, for checking that everything works end to end; its
+# bench/results/raw/. It takes about 3 minutes on the idle 2-core machine (185 s measured),
+# 7-10 minutes when other work shares the cores (436 s and 589 s measured). QUICK=1 takes about 1 minute, for checking that everything works end to end; its
 # report says QUICK in its title.
 #
 # Steps, each written to raw/:
