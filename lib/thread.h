@@ -8,6 +8,7 @@
 #ifndef ML_THREAD_H
 #define ML_THREAD_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -80,6 +81,9 @@ static inline int ml__busy_enter(ml_thread *t)
     return 1;
 }
 
+/* Makes the calling thread's next allocation an event, keeping the count exact: the bytes left
+ * on the countdown are taken off `armed`. Owner thread only, busy or in the wake-up handler;
+ * async-signal-safe. */
 void ml__thread_force_event(ml_thread *t);
 
 /* Leaves memlimits' code, honouring a wake-up signal that came meanwhile. */
@@ -98,14 +102,10 @@ static inline void ml__busy_leave(ml_thread *t)
 void ml__thread_register(ml_thread *t);
 /* pthread_create's interposed body (preload/thread.c): the new thread registers before its
  * start routine runs. */
-#include <pthread.h>
 int ml__pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
                        void *arg);
 /* Makes sure the calling thread is registered (outside the allocator: ml_run and friends). */
 void ml__thread_ensure(void);
-/* ml__thread_force_event (above) makes the calling thread's next allocation an event, keeping
- * the count exact: the bytes left on the countdown are taken off `armed`. Owner thread only,
- * busy or in the wake-up handler; async-signal-safe. */
 /* Runs fn with the registry lock held (the lock also guards the list of cross-thread tasks). */
 void ml__registry_lock(void);
 void ml__registry_unlock(void);

@@ -38,6 +38,13 @@ static void append(char **buf, size_t *len, const char *data, size_t n)
 int ml_child_run(const char *const argv[], const char *const env[], int preload, const char *input,
                  int timeout_s, ml_child *out)
 {
+    return ml_child_run_signalling(argv, env, preload, input, timeout_s, NULL, 0, out);
+}
+
+int ml_child_run_signalling(const char *const argv[], const char *const env[], int preload,
+                            const char *input, int timeout_s, const char *ready, int sig,
+                            ml_child *out)
+{
     int outp[2], errp[2], inp[2];
     memset(out, 0, sizeof *out);
     out->out = calloc(1, 1);
@@ -49,6 +56,7 @@ int ml_child_run(const char *const argv[], const char *const env[], int preload,
         dup2(inp[0], 0);
         dup2(outp[1], 1);
         dup2(errp[1], 2);
+        if (sig != 0) signal(sig, SIG_DFL);
         if (preload) setenv("LD_PRELOAD", ml_test_lib(), 1);
         for (size_t i = 0; env != NULL && env[i] != NULL; i++)
             putenv((char *)env[i]);
@@ -72,7 +80,7 @@ int ml_child_run(const char *const argv[], const char *const env[], int preload,
     struct pollfd fds[2] = {{outp[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
     int open_fds = 2;
     time_t deadline = time(NULL) + timeout_s;
-    int killed = 0;
+    int killed = 0, signalled = 0;
     while (open_fds > 0) {
         int left = (int)(deadline - time(NULL));
         if (left <= 0) {
@@ -94,6 +102,10 @@ int ml_child_run(const char *const argv[], const char *const env[], int preload,
             } else {
                 append(&out->err, &out->err_len, buf, (size_t)n);
             }
+        }
+        if (ready != NULL && !signalled && strstr(out->out, ready) != NULL) {
+            kill(pid, sig);
+            signalled = 1;
         }
     }
     int st;

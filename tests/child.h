@@ -24,6 +24,11 @@ const char *ml_test_target(const char *name); /* static buffer: copy before the 
  * Returns 0, or -1 if the child could not be started. */
 int ml_child_run(const char *const argv[], const char *const env[], int preload, const char *input,
                  int timeout_s, ml_child *out);
+/* The same, and sends the child `sig` (its disposition reset to the default in the child) as
+ * soon as its stdout contains `ready`: what a user pressing Ctrl+C at that point does. */
+int ml_child_run_signalling(const char *const argv[], const char *const env[], int preload,
+                            const char *input, int timeout_s, const char *ready, int sig,
+                            ml_child *out);
 void ml_child_free(ml_child *c);
 
 #endif

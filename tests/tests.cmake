@@ -15,5 +15,5 @@ if(NOT ML_CLANG_FORMAT)
   message(FATAL_ERROR "clang-format not found: install clang-format (scripts/deps.sh does)")
 endif()
 add_test(NAME format
-         COMMAND sh -c "${ML_CLANG_FORMAT} --dry-run --Werror lib/*.c lib/*.h preload/*.c include/*.h tools/*.c tools/*.h tests/*.c tests/*.h tests/targets/*.c tests/examples/*.c bench/*.c bench/*.h"
+         COMMAND sh -c "${ML_CLANG_FORMAT} --dry-run --Werror lib/*.c lib/*.h preload/*.c include/*.h tools/*.c tools/*.h tests/*.c tests/*.h tests/targets/*.c tests/targets/*.h tests/examples/*.c bench/*.c bench/*.h"
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "say.h"
+
 /* The client API, the glibc-internal aliases and the newer free functions are looked up at run
  * time: this program is not linked with memlimits, and glibc 2.36 does not let a program link
  * against cfree, free_sized or __posix_memalign. */
@@ -42,19 +44,6 @@ static int (*volatile posix_memalign_)(void **, size_t, size_t) = posix_memalign
 
 static const char *current;
 static int failed;
-
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof line) n = sizeof line - 1;
-    ssize_t w = write(STDOUT_FILENO, line, (size_t)n);
-    (void)w;
-}
 
 /* Records a failed expectation of the current check; returns `ok` so that checks can chain. */
 #define EXPECT(cond, ...)                                                                          \

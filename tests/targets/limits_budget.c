@@ -19,15 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
-{
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n) < 0) _exit(101);
-}
+#include "say.h"
 
 /* Size of allocation i of the sequence (keep in step with tests/test_limits.c). */
 static size_t sequence_size(uint64_t *state, unsigned i)

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "say.h"
+
 #include "memlimits.h"
 
 #define KIB ((uint64_t)1 << 10)
@@ -29,19 +31,6 @@
 static const char *current;
 static int failed;
 static pthread_mutex_t say_lock = PTHREAD_MUTEX_INITIALIZER;
-
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof line) n = sizeof line - 1;
-    ssize_t w = write(STDOUT_FILENO, line, (size_t)n);
-    (void)w;
-}
 
 #define EXPECT(cond, ...)                                                                          \
     do {                                                                                           \

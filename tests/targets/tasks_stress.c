@@ -32,23 +32,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "say.h"
+
 #include "memlimits.h"
 
 #define KIB ((uint64_t)1 << 10)
 #define MIB ((uint64_t)1 << 20)
-
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof line) n = sizeof line - 1;
-    ssize_t w = write(STDOUT_FILENO, line, (size_t)n);
-    (void)w;
-}
 
 static double now_s(void)
 {
