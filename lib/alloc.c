@@ -8,11 +8,13 @@
 #include "host.h"
 #include "task.h"
 
-/* A refused allocation: unwind the task when it asked for it and the caller allows it, else
- * fail with ENOMEM. Nothing is held here: busy is clear and jemalloc was not entered. */
-static int refuse(int verdict, const void *ret)
+/* A refused allocation: unwind the task when it asked for it and the caller allows it (the
+ * allocation was made by the task's own code, not by the C library or the dynamic loader on its
+ * behalf), else fail with ENOMEM. Nothing is held here: busy is clear and jemalloc was not
+ * entered. */
+static int refuse(ml_verdict verdict, const void *ret)
 {
-    if (verdict == ML_VERDICT_UNWIND && ml__task_caller_may_unwind(ret) &&
+    if (verdict == ML_REFUSE_UNWIND && !ml__host_in_system_text(ret) &&
         ml__task_may_unwind_now(&ml__self))
         ml__task_unwind(&ml__self);
     return ENOMEM;
@@ -34,8 +36,8 @@ static void *settle(void *p, uint64_t n)
 
 void *ml__malloc_slow(size_t size, const void *ret)
 {
-    int verdict = ml__event(size, 0, NULL);
-    if (verdict != 0) {
+    ml_verdict verdict = ml__event(size, 0, NULL);
+    if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
@@ -44,8 +46,8 @@ void *ml__malloc_slow(size_t size, const void *ret)
 
 void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
 {
-    int verdict = ml__event(total, 0, NULL);
-    if (verdict != 0) {
+    ml_verdict verdict = ml__event(total, 0, NULL);
+    if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
@@ -54,8 +56,8 @@ void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
 
 void *ml__realloc_slow(void *p, size_t size, const void *ret)
 {
-    int verdict = ml__event(size, 0, p);
-    if (verdict != 0) {
+    ml_verdict verdict = ml__event(size, 0, p);
+    if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
@@ -64,8 +66,8 @@ void *ml__realloc_slow(void *p, size_t size, const void *ret)
 
 int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
 {
-    int verdict = ml__event(size, align, NULL);
-    if (verdict != 0) return refuse(verdict, ret);
+    ml_verdict verdict = ml__event(size, align, NULL);
+    if (verdict != ML_ALLOW) return refuse(verdict, ret);
     int err = mlje_posix_memalign(out, align, size);
     settle(err == 0 ? *out : NULL, size);
     return err;

@@ -1,11 +1,19 @@
-/* The process-wide part of the client API (include/memlimits.h): status names, whether memlimits
- * owns malloc, the heap cap and the heap and thread counters. */
-#include <stdlib.h>
+/* The client API's entry into the engine (include/memlimits.h): status names, whether memlimits
+ * owns malloc, the heap cap, the global memory limit, the heap and thread counters, and ml_run
+ * with its shorthands over the task module's enter and leave. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
 
 #include "memlimits.h"
 
 #include "engine.h"
 #include "heap.h"
+#include "host.h"
+#include "init.h"
+#include "task.h"
+#include "token.h"
+#include "wake.h"
 
 const char *ml_strstatus(ml_status status)
 {
@@ -19,33 +27,9 @@ const char *ml_strstatus(ml_status status)
     return "unknown status";
 }
 
-/* The entry point the interposed `malloc` symbol names in this library (preload/malloc.c). Weak:
- * test programs link the engine without the entry points, and then memlimits is not active. */
-extern void *ml__malloc_entry(size_t size) __attribute__((weak));
-
 int ml_active(void)
 {
-    /* Whether calls to malloc reach this library's entry point: call it through the GOT (bound
-     * to whichever object owns malloc for the whole process) and see whether this thread's
-     * allocation counter moved. Comparing addresses is not enough: a non-PIE executable that
-     * takes malloc's address makes its own PLT stub the canonical address of malloc. Ownership
-     * is settled when the program starts, so the answer is kept. */
-    static int known; /* 0: not asked yet, 1: active, 2: not */
-    int k = ML_LOAD(&known);
-    if (k == 0) {
-        int owned = 0;
-        if (ml__malloc_entry != NULL) {
-            void *(*volatile bound_malloc)(size_t) = malloc;
-            void (*volatile bound_free)(void *) = free;
-            uint64_t before = ML_LOAD(&ml__self.allocations);
-            void *p = bound_malloc(0); /* counts 0 bytes against the caller's limits */
-            owned = ML_LOAD(&ml__self.allocations) != before;
-            bound_free(p);
-        }
-        k = owned ? 1 : 2;
-        ML_STORE(&known, k);
-    }
-    return k == 1;
+    return ml__host_owns_malloc(&ml__self.allocations);
 }
 
 void ml_set_heap_cap(uint64_t bytes)
@@ -82,4 +66,70 @@ uint64_t ml_thread_allocated(void)
 {
     const ml_thread *t = &ml__self;
     return t->allocated + ml__since_arm(t);
+}
+
+void ml_set_global_memory_limit(uint64_t bytes)
+{
+    if (!ml__initialised()) ml__init();
+    ml__task_set_global_limit(bytes);
+}
+
+uint64_t ml_global_memory_limit(void)
+{
+    if (!ml__initialised()) ml__init();
+    return ml__global_limit();
+}
+
+/* What ml_run needs before a task can start: valid arguments, memlimits owning malloc, the
+ * thread registered, and the wake-up signal or the system text ranges when asked for. */
+static ml_status prepare(const ml_limits *limits, void (*fn)(void *arg))
+{
+    if (limits == NULL || fn == NULL || (limits->flags & ~(unsigned)(ML_UNWIND | ML_WAKE)) != 0)
+        return ML_EINVAL;
+    if (limits->token != NULL && !ml__token_valid(limits->token)) return ML_EINVAL;
+    if (!ml_active()) return ML_ENOTACTIVE;
+    ml__thread_ensure();
+    if (limits->flags & ML_WAKE) {
+        int rc = ml__wake_setup(ml__config()->signal, ml__task_wake_scan);
+        if (rc != 0) return (ml_status)rc;
+    }
+    if (limits->flags & ML_UNWIND) ml__host_find_system_text();
+    return ML_OK;
+}
+
+ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg, uint64_t *allocated)
+{
+    ml_status rc = prepare(limits, fn);
+    if (rc != ML_OK) return rc;
+    ml_task task;
+    ml__task_enter(&ml__self, &task, limits);
+    ml_task *volatile self = &task;
+    /* If fn leaves the thread (pthread_exit, cancellation), the task must not stay linked: its
+     * frame is about to go away. The jump target is inside the push/pop pair, so an unwind of
+     * ours still pops it. sigsetjmp must be called in this frame, which stays live while fn
+     * runs. */
+    pthread_cleanup_push(ml__task_abandoned, &task);
+    if (sigsetjmp(task.jump, 0) == 0) fn(arg);
+    pthread_cleanup_pop(0);
+    return ml__task_leave(&ml__self, self, allocated);
+}
+
+ml_status ml_limit_global_memory(void (*fn)(void *arg), void *arg)
+{
+    ml_limits limits = {0, 1, NULL, 0};
+    return ml_run(&limits, fn, arg, NULL);
+}
+
+ml_status ml_limit_allocations(uint64_t limit, void (*fn)(void *arg), void *arg,
+                               uint64_t *allocated)
+{
+    ml_limits limits = {limit, 0, NULL, 0};
+    return ml_run(&limits, fn, arg, allocated);
+}
+
+ml_status ml_limit_with_token(ml_token *token, void (*fn)(void *arg), void *arg)
+{
+    if (token == NULL) return ML_EINVAL;
+    ml_limits limits = {0, 0, token, 0};
+    return ml_run(&limits, fn, arg, NULL);
 }

@@ -19,7 +19,6 @@
 #define ML_NONE UINT64_MAX
 
 #define ML_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define ML_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Relaxed atomic access to a plain field that another thread may read (registry walks) or a
  * signal handler may write. Compiles to a plain mov on x86-64. */

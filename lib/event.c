@@ -21,21 +21,14 @@
 #include <unistd.h>
 
 #include "budget.h"
-#include "fmt.h"
 #include "heap.h"
-#include "host.h"
+#include "init.h"
+#include "report.h"
 #include "sampler.h"
 #include "task.h"
 
+/* The largest request that can succeed: the user address space is 47 bits on x86-64. */
 #define ML_MAX_REQUEST ((uint64_t)1 << 47)
-
-static ml_firing firings[ML_LIMIT_KINDS];
-static uint64_t sampler_seed;
-
-const ml_firing *ml__firing(ml_limit_kind kind)
-{
-    return &firings[kind];
-}
 
 /* Brings every component of the countdown up to date with `bytes` allocated. */
 static void consume(ml_thread *t, uint64_t bytes)
@@ -64,59 +57,16 @@ static void thread_start(ml_thread *t)
 {
     if (!ml__initialised()) ml__init();
     ml__thread_register(t);
-    ml__rng_seed(&t->rng, sampler_seed, t->index);
-    t->sample_left = ml__sampler_gap(&t->rng);
+    ml__sampler_thread_start(&t->rng, &t->sample_left, t->index);
     t->lease_left = ml__budget_total() == ML_NONE ? ML_NONE : 0;
 }
 
-static const char *const limit_names[ML_LIMIT_KINDS] = {"heap cap", "allocation budget"};
-
-/* A process-wide limit refused an allocation: record it, report, and run its action. Returns
- * only when the allocation is to fail with ENOMEM. */
-static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
+/* Runs a process-wide limit's action. Returns only when the allocation is to fail (enomem, or
+ * a signal the program handled or ignored). */
+static ML_COLD void act(const ml_action *action)
 {
-    const ml_config *cfg = ml__config();
-    const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
-    ml_firing *f = &firings[kind];
-    if (__atomic_fetch_add(&f->count, 1, __ATOMIC_RELAXED) == 0) {
-        f->thread = t->index;
-        f->allocation = t->allocations;
-        f->size = size;
-        ML_STORE(&f->fired, 1);
-    } else if (action->kind == ML_ACTION_ENOMEM) {
-        return;
-    }
-    if (action->kind != ML_ACTION_ENOMEM) {
-        char storage[256];
-        ml_buf b = ML_BUF_INIT(storage);
-        uint64_t limit = kind == ML_LIMIT_HEAP ? ml__heap_cap() : ml__budget_total();
-        ml__buf_str(&b, "memlimits: ");
-        ml__buf_str(&b, limit_names[kind]);
-        ml__buf_str(&b, " of ");
-        ml__buf_size(&b, limit);
-        ml__buf_str(&b, " exceeded by allocation #");
-        ml__buf_u64(&b, t->allocations);
-        ml__buf_str(&b, " of thread ");
-        ml__buf_u64(&b, t->index);
-        ml__buf_str(&b, " (");
-        ml__buf_u64(&b, size);
-        ml__buf_str(&b, " bytes)");
-        if (action->kind == ML_ACTION_EXIT) {
-            ml__buf_str(&b, "; exiting with status ");
-            ml__buf_u64(&b, (uint64_t)action->arg);
-        } else if (action->kind == ML_ACTION_ABORT) {
-            ml__buf_str(&b, "; aborting");
-        } else {
-            const char *name = ml__signal_name(action->arg);
-            ml__buf_str(&b, "; raising SIG");
-            ml__buf_str(&b, name ? name : "?");
-        }
-        ml__buf_str(&b, "\n");
-        ml__buf_flush(&b, STDERR_FILENO);
-    }
     switch (action->kind) {
     case ML_ACTION_ENOMEM:
-        ml__report_write("limit", -1, 0);
         return;
     case ML_ACTION_EXIT:
         ml__report_write("limit", action->arg, 0);
@@ -127,44 +77,59 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
     case ML_ACTION_SIGNAL:
         ml__report_write("limit", -1, action->arg);
         raise(action->arg);
-        return; /* the program handled or ignored it: the allocation fails */
+        return;
     }
 }
 
-/* Whether the allocation at hand may proceed. */
-static int decide(ml_thread *t, uint64_t n, size_t align, void *old)
+/* A process-wide limit refused an allocation: record it, announce the action, act. With the
+ * enomem action only the first refusal writes a report (the others are counted); every other
+ * action is taken at each refusal that survives the previous one. */
+static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 {
-    /* Larger than the user address space (47 bits on x86-64; jemalloc's largest size class is
-     * far above): fails anyway, no limit is involved, and it is not counted. */
-    if (n > ML_MAX_REQUEST) return ENOMEM;
+    const ml_config *cfg = ml__config();
+    const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
+    int first = ml__report_record(kind, t->index, t->allocations, size);
+    if (action->kind == ML_ACTION_ENOMEM) {
+        if (first) ml__report_write("limit", -1, 0);
+        return;
+    }
+    ml__report_announce(kind, t->index, t->allocations, size, action);
+    act(action);
+}
+
+/* Whether the process-wide limits let the allocation at hand proceed. */
+static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
+{
+    /* Larger than the user address space (jemalloc's largest size class is far above): fails
+     * anyway, no limit is involved, and it is not counted. */
+    if (n > ML_MAX_REQUEST) return ML_REFUSE;
     if (n > t->lease_left && !ml__budget_extend(t, n - t->lease_left)) {
         fire(t, ML_LIMIT_ALLOC, n);
-        return ENOMEM;
+        return ML_REFUSE;
     }
-    int global_tasks = ML_LOAD(&ml__global_tasks) > 0;
-    if (t->flush_left <= n || global_tasks)
-        ml__heap_flush(t); /* this allocation ends the interval */
-    if (global_tasks && ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
+    int watched = ml__heap_watched();
+    if (t->flush_left <= n || watched) ml__heap_flush(t); /* this allocation ends the interval */
+    if (watched && ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
     if (!ml__heap_admit(t, n, align, old)) {
         fire(t, ML_LIMIT_HEAP, n);
-        return ENOMEM;
+        return ML_REFUSE;
     }
-    return 0;
+    return ML_ALLOW;
 }
 
-int ml__event(uint64_t n, size_t align, void *old)
+ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    if (!ml__busy_enter(t)) return 0;
+    if (!ml__busy_enter(t)) return ML_ALLOW;
     uint64_t spent = ml__since_arm(t); /* includes n */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
     t->allocations_at_arm = t->allocations;
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
     consume(t, spent - n);
-    int verdict = decide(t, n, align, old);
-    if (verdict == 0 && t->task != NULL) verdict = ml__task_decide(t, n);
-    if (verdict == 0) consume(t, n);
+    ml_verdict verdict = decide(t, n, align, old);
+    if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
+    if (verdict == ML_ALLOW) consume(t, n);
     arm(t);
     ml__busy_leave(t);
     return verdict;
@@ -195,9 +160,4 @@ void ml__thread_ensure(void)
     thread_start(t);
     arm(t);
     ml__busy_leave(t);
-}
-
-void ml__event_seed(uint64_t seed)
-{
-    sampler_seed = seed;
 }

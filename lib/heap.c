@@ -4,12 +4,12 @@
 #include "heap.h"
 
 #include "host.h"
-#include "task.h"
 
 static int64_t live_heap;     /* sum of every thread's reported balance */
 static uint64_t peak_heap;    /* highest live_heap seen at a flush */
 static uint64_t peak_checked; /* live_heap at the last reconcile made for the peak */
 static uint64_t heap_cap = UINT64_MAX;
+static int watchers; /* global-memory tasks running */
 
 /* The thread's balance now. jemalloc's counters only grow; if they are seen to go back (jemalloc
  * recreating its state for a thread that allocates again after its teardown), the balance so far
@@ -92,9 +92,19 @@ int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old)
     return 0;
 }
 
+void ml__heap_watch(int delta)
+{
+    __atomic_add_fetch(&watchers, delta, __ATOMIC_RELAXED);
+}
+
+int ml__heap_watched(void)
+{
+    return ML_LOAD(&watchers) > 0;
+}
+
 uint64_t ml__heap_flush_interval(void)
 {
-    if (ML_LOAD(&ml__global_tasks) > 0) return ML_FLUSH_NEAR;
+    if (ml__heap_watched()) return ML_FLUSH_NEAR;
     uint64_t cap = ML_LOAD(&heap_cap);
     if (cap == UINT64_MAX) return ML_FLUSH_FAR;
     uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;

@@ -25,6 +25,11 @@
 #define ML_FLUSH_NEAR_ZONE ((uint64_t)2 << 20)
 /* The interval for a thread arming its countdown now. */
 uint64_t ml__heap_flush_interval(void);
+/* Global-memory tasks (task.c) need the live heap close to exact: while one runs (the count is
+ * above zero), every thread flushes at each event and at least every ML_FLUSH_NEAR bytes. The
+ * count lives here, where the intervals are chosen; task.c moves it by +1/-1. */
+void ml__heap_watch(int delta);
+int ml__heap_watched(void);
 /* The peak is re-checked against a reconcile whenever it grows by this much. */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
 

@@ -1,5 +1,6 @@
-/* System services for the engine (see host.h): raw writes, clocks, entropy, environment.
- * Each is a thin wrapper over a syscall so that it is safe on the allocator's slow path. */
+/* The host seam's system services (see host.h): thin syscall wrappers that are safe on the
+ * allocator's slow path. The launcher links this file too; everything that needs the embedded
+ * jemalloc or the dynamic linker is in host_runtime.c. */
 #define _GNU_SOURCE
 #include "host.h"
 
@@ -27,21 +28,11 @@ void ml__write_all(int fd, const char *buf, size_t len)
     errno = saved;
 }
 
-static uint64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t ml__now_ns(void)
 {
-    return clock_ns(CLOCK_MONOTONIC);
-}
-
-uint64_t ml__wall_ns(void)
-{
-    return clock_ns(CLOCK_REALTIME);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 uint64_t ml__os_entropy(void)

@@ -1,10 +1,13 @@
 /* The one seam between memlimits and its host: the embedded jemalloc (linked in with every public
- * name renamed to mlje_*, see cmake/embed-jemalloc.sh) and the few system services the engine
- * uses. Nothing here allocates through the interposed malloc, takes a lock behind the caller's
- * back, or touches stdio, so all of it may be called from the allocator's slow path. */
+ * name renamed to mlje_*, see cmake/embed-jemalloc.sh), jemalloc's private globals, glibc's
+ * internals, dlsym, and the few system services the engine uses. No other file of lib/ or
+ * preload/ names any of them. Nothing here allocates through the interposed malloc, takes a lock
+ * behind the caller's back, or touches stdio, so all of it may be called from the allocator's
+ * slow path (except where a function says otherwise). */
 #ifndef ML_HOST_H
 #define ML_HOST_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,11 +25,44 @@ size_t mlje_nallocx(size_t size, int flags);
 int mlje_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 #define MLJE_MALLOCX_ALIGN(a) ((int)(__builtin_ffsll((long long)(a)) - 1))
 
+/* Makes jemalloc initialise itself and checks that it keeps per-thread byte counters (built
+ * with --enable-stats). Returns 0, or -1 when the counters are missing. Init only. */
+int ml__host_jemalloc_init(void);
+/* Sets up jemalloc's state for the calling thread and returns pointers to its exact per-thread
+ * counters of bytes allocated and freed (usable sizes). Under an exhausted RLIMIT_AS the thread
+ * is set up without jemalloc's thread cache (host.c says why). Owner thread, busy. */
+void ml__host_jemalloc_thread(const uint64_t **allocated, const uint64_t **deallocated);
+
+/* stdio's list lock, which glibc's fork takes after the atfork prepare handlers: memlimits' fork
+ * handlers take it first, so that no thread inside stdio calling malloc can deadlock a fork. */
+void ml__host_stdio_lock(void);
+void ml__host_stdio_unlock(void);
+void ml__host_stdio_reset(void); /* in the fork child */
+
+/* The real pthread_create (the next definition after this library's own), found once with
+ * dlsym(RTLD_NEXT). Not from the allocator. Returns EAGAIN if none can be found. */
+int ml__host_pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+                            void *arg);
+
+/* Whether `addr` lies in the text of the C library or the dynamic loader: allocations made from
+ * there are on a task's behalf and never unwind. The ranges are found once, at the first call
+ * of ml__host_find_system_text (not from the allocator); before it, every address counts as
+ * system text. */
+void ml__host_find_system_text(void);
+int ml__host_in_system_text(const void *addr);
+
+/* Whether calls to malloc reach this library's entry point: calls malloc(0) through the
+ * process's binding of malloc (the GOT) and sees whether `counter`, the calling thread's
+ * allocation counter, moved. Comparing addresses is not enough: a non-PIE executable that takes
+ * malloc's address makes its own PLT stub the canonical address of malloc. 0 when this object
+ * has no entry points (test programs link the engine alone). Ownership is settled when the
+ * program starts, so the first answer is kept. Thread-safe. */
+int ml__host_owns_malloc(const uint64_t *counter);
+
 /* write(2) to a file descriptor, retrying on EINTR and short writes; errno preserved. */
 void ml__write_all(int fd, const char *buf, size_t len);
-/* Nanoseconds from CLOCK_MONOTONIC / CLOCK_REALTIME. */
+/* Nanoseconds from CLOCK_MONOTONIC. */
 uint64_t ml__now_ns(void);
-uint64_t ml__wall_ns(void);
 /* 64 bits from getrandom(2), falling back to the clock and the pid if it is unavailable. */
 uint64_t ml__os_entropy(void);
 /* The kernel thread id of the caller. */

@@ -1,4 +1,4 @@
-/* Process initialisation (see engine.h).
+/* Process initialisation (see init.h).
  *
  * Bootstrap: the dynamic loader and other libraries' constructors may call malloc before our
  * constructor runs, so initialisation is lazy: the first slow path of any thread runs ml__init.
@@ -10,23 +10,24 @@
  * while a first initialises waits for it; the initialising thread's own nested allocations pass
  * through the slow path (busy) without waiting. */
 #define _GNU_SOURCE
+#include "init.h"
+
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "budget.h"
-#include "engine.h"
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
-#include "memlimits.h"
+#include "report.h"
 #include "sampler.h"
 #include "task.h"
+#include "thread.h"
 
 static int init_state; /* 0: not started, 1: running, 2: done */
 static ml_config config;
-static uint64_t start_ns;
 
 const ml_config *ml__config(void)
 {
@@ -38,10 +39,24 @@ int ml__initialised(void)
     return __atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2;
 }
 
-uint64_t ml__start_ns(void)
+/* What thread exit and fork need from the modules above the registry (thread.h). */
+static void thread_exit_round(ml_thread *t)
 {
-    return start_ns;
+    ml__heap_flush(t);
 }
+
+static void thread_retire(ml_thread *t)
+{
+    ml__heap_flush(t);
+    ml__budget_release(t);
+}
+
+static void fork_child(void)
+{
+    ml__task_fork_child();
+}
+
+static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
 
 static ML_COLD void fatal(const char *line)
 {
@@ -74,17 +89,13 @@ static void init_once(void)
 {
     char err[1024];
     if (ml__config_load(&config, ml__getenv, err, sizeof err) != 0) fatal(err);
-    if (ml__report_check(&config, err, sizeof err) != 0) fatal(err);
-    start_ns = ml__now_ns();
-    if (ml__thread_setup_key() != 0) fatal("memlimits: cannot create a pthread key");
-    mlje_free(mlje_malloc(1));
-    const uint64_t *probe = NULL;
-    size_t len = sizeof probe;
-    if (mlje_mallctl("thread.allocatedp", (void *)&probe, &len, NULL, 0) != 0 || probe == NULL)
+    if (ml__report_setup(&config, err, sizeof err) != 0) fatal(err);
+    if (ml__thread_setup_key(&thread_hooks) != 0) fatal("memlimits: cannot create a pthread key");
+    if (ml__host_jemalloc_init() != 0)
         fatal("memlimits: the embedded jemalloc has no per-thread statistics (--enable-stats)");
     ml__thread_setup_fork();
     ml__sampler_set_mean(config.sample);
-    ml__event_seed(config.seed.set ? config.seed.value : ml__os_entropy());
+    ml__sampler_set_seed(config.seed.set ? config.seed.value : ml__os_entropy());
     if (config.heap != ML_NONE) ml__heap_set_cap(config.heap);
     if (config.alloc != ML_NONE) ml__budget_set(config.alloc);
     if (config.global != ML_NONE) ml__task_set_global_limit(config.global);
@@ -119,13 +130,3 @@ __attribute__((constructor)) static void memlimits_constructor(void)
     ml__init();
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
 }
-
-/* The embedded jemalloc's defaults (jemalloc reads this before MALLOC_CONF, which still
- * overrides it). Measured in bench/results/REPORT.md: stock jemalloc sends blocks of 8 MiB and
- * more to an arena that purges them at once, and returns freed pages with MADV_DONTNEED, so a
- * program churning large blocks faults every page in again (large-block churn: 3.7x slower than
- * glibc). Keeping large blocks in the ordinary arenas and leaving lazily-freed (MADV_FREE) pages
- * to the kernel makes that churn 6x faster than glibc; the cost is RSS that counts pages the
- * kernel may reclaim at any time. */
-extern const char *mlje_malloc_conf;
-const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";

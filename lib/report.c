@@ -1,21 +1,80 @@
-/* The report: a short human block or one JSON object (one line, so that several processes can
- * append to one file as JSON Lines), written with a single write(2) at exit and when a limit's
- * action fires. Keys are documented in README "Reports" and are stable. */
+/* The report (see report.h): a short human block or one JSON object (one line, so that several
+ * processes can append to one file as JSON Lines). Keys are documented in README "Reports" and
+ * are stable. */
 #define _GNU_SOURCE
+#include "report.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "budget.h"
-#include "engine.h"
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
 #include "sampler.h"
 #include "task.h"
+#include "thread.h"
 
-int ml_active(void);
+static const ml_config *config;
+static uint64_t start_ns;
+
+typedef struct ml_firing {
+    int fired;
+    uint32_t thread;     /* registration index of the thread */
+    uint64_t allocation; /* that thread's allocation number, from 1 */
+    uint64_t size;       /* requested bytes */
+    uint64_t count;      /* how many allocations it refused (enomem action) */
+} ml_firing;
+static ml_firing firings[ML_LIMIT_KINDS];
+static const char *const limit_names[ML_LIMIT_KINDS] = {"heap cap", "allocation budget"};
+
+static uint64_t limit_bytes(ml_limit_kind kind)
+{
+    return kind == ML_LIMIT_HEAP ? ml__heap_cap() : ml__budget_total();
+}
+
+int ml__report_record(ml_limit_kind kind, uint32_t thread, uint64_t allocation, uint64_t size)
+{
+    ml_firing *f = &firings[kind];
+    if (__atomic_fetch_add(&f->count, 1, __ATOMIC_RELAXED) != 0) return 0;
+    f->thread = thread;
+    f->allocation = allocation;
+    f->size = size;
+    __atomic_store_n(&f->fired, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+void ml__report_announce(ml_limit_kind kind, uint32_t thread, uint64_t allocation, uint64_t size,
+                         const ml_action *action)
+{
+    char storage[256];
+    ml_buf b = ML_BUF_INIT(storage);
+    ml__buf_str(&b, "memlimits: ");
+    ml__buf_str(&b, limit_names[kind]);
+    ml__buf_str(&b, " of ");
+    ml__buf_size(&b, limit_bytes(kind));
+    ml__buf_str(&b, " exceeded by allocation #");
+    ml__buf_u64(&b, allocation);
+    ml__buf_str(&b, " of thread ");
+    ml__buf_u64(&b, thread);
+    ml__buf_str(&b, " (");
+    ml__buf_u64(&b, size);
+    ml__buf_str(&b, " bytes)");
+    if (action->kind == ML_ACTION_EXIT) {
+        ml__buf_str(&b, "; exiting with status ");
+        ml__buf_u64(&b, (uint64_t)action->arg);
+    } else if (action->kind == ML_ACTION_ABORT) {
+        ml__buf_str(&b, "; aborting");
+    } else if (action->kind == ML_ACTION_SIGNAL) {
+        const char *name = ml__signal_name(action->arg);
+        ml__buf_str(&b, "; raising SIG");
+        ml__buf_str(&b, name ? name : "?");
+    }
+    ml__buf_str(&b, "\n");
+    ml__buf_flush(&b, STDERR_FILENO);
+}
 
 /* Expands "%p" to the pid and "%%" to "%". */
 static void expand_path(const char *path, char *out, size_t cap)
@@ -43,8 +102,10 @@ static int open_report(const ml_report_spec *spec)
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
-int ml__report_check(const ml_config *cfg, char *err, size_t errcap)
+int ml__report_setup(const ml_config *cfg, char *err, size_t errcap)
 {
+    config = cfg;
+    start_ns = ml__now_ns();
     if (cfg->report.kind == ML_REPORT_OFF || cfg->report.path[0] == '\0') return 0;
     int fd = open_report(&cfg->report);
     if (fd >= 0) {
@@ -84,13 +145,13 @@ typedef struct facts {
 
 static void gather(facts *f, const char *event, int status, int sig)
 {
-    f->cfg = ml__config();
+    f->cfg = config;
     read_command(f->command, sizeof f->command);
     f->pid = getpid();
     f->status = status;
     f->sig = sig;
     f->event = event;
-    f->active = ml_active();
+    f->active = ml__host_owns_malloc(&ml__self.allocations);
     f->heap_cap = ml__heap_cap();
     f->budget = ml__budget_total();
     f->global = ml__global_limit();
@@ -100,7 +161,7 @@ static void gather(facts *f, const char *event, int status, int sig)
     f->peak = ml__heap_peak();
     f->live = ml__heap_live();
     ml__totals(&f->allocated, &f->allocations, &f->samples);
-    f->wall_ns = ml__now_ns() - ml__start_ns();
+    f->wall_ns = ml__now_ns() - start_ns;
 }
 
 static const char *const limit_keys[ML_LIMIT_KINDS] = {"heap", "alloc"};
@@ -119,7 +180,7 @@ static void text_report(ml_buf *b, const facts *f)
                        "applies\n");
     for (int k = 0; k < ML_LIMIT_KINDS; k++) {
         uint64_t limit = k == ML_LIMIT_HEAP ? f->heap_cap : f->budget;
-        const ml_firing *fire = ml__firing((ml_limit_kind)k);
+        const ml_firing *fire = &firings[k];
         ml__buf_str(b, k == ML_LIMIT_HEAP ? "  heap cap:          " : "  allocation budget: ");
         if (limit == ML_NONE) {
             ml__buf_str(b, "none\n");
@@ -197,7 +258,7 @@ static void json_report(ml_buf *b, const facts *f)
     ml__buf_str(b, f->active ? "true" : "false");
     ml__buf_str(b, ",\"limits\":{");
     for (int k = 0; k < ML_LIMIT_KINDS; k++) {
-        const ml_firing *fire = ml__firing((ml_limit_kind)k);
+        const ml_firing *fire = &firings[k];
         if (k > 0) ml__buf_str(b, ",");
         ml__buf_str(b, "\"");
         ml__buf_str(b, limit_keys[k]);
@@ -248,8 +309,8 @@ static void json_report(ml_buf *b, const facts *f)
 
 void ml__report_write(const char *event, int status, int sig)
 {
-    const ml_config *cfg = ml__config();
-    if (cfg->report.kind == ML_REPORT_OFF) return;
+    const ml_config *cfg = config;
+    if (cfg == NULL || cfg->report.kind == ML_REPORT_OFF) return;
     static char storage[8192];
     static int writing;
     if (__atomic_exchange_n(&writing, 1, __ATOMIC_ACQUIRE)) return; /* one report at a time */

@@ -88,6 +88,19 @@ uint64_t ml__sampler_mean(void)
     return mean_gap;
 }
 
+static uint64_t process_seed;
+
+void ml__sampler_set_seed(uint64_t seed)
+{
+    process_seed = seed;
+}
+
+void ml__sampler_thread_start(ml_rng *r, uint64_t *left, uint32_t index)
+{
+    ml__rng_seed(r, process_seed, index);
+    *left = ml__sampler_gap(r);
+}
+
 uint64_t ml__sampler_gap(ml_rng *r)
 {
     if (mean_gap <= 1) return 1;

@@ -17,6 +17,12 @@ uint64_t ml__rng_next(ml_rng *r);
 /* A uniform double in (0, 1]. */
 double ml__rng_unit(ml_rng *r);
 
+/* Sets the process's seed: thread i draws from stream i of it (ml__sampler_thread_start). Init
+ * only, before any thread starts sampling. */
+void ml__sampler_set_seed(uint64_t seed);
+/* Seeds the generator of the thread registered as `index` and draws its first gap into *left. */
+void ml__sampler_thread_start(ml_rng *r, uint64_t *left, uint32_t index);
+
 /* Sets the mean gap (bytes, >= 1) for every thread's sampler. Call before any draw. */
 void ml__sampler_set_mean(uint64_t mean);
 uint64_t ml__sampler_mean(void);

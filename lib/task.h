@@ -1,4 +1,5 @@
-/* Tasks, tokens, masking and interrupt delivery: the engine side of ml_run (see memlimits.h).
+/* Tasks, tokens, masking and interrupt delivery: the engine side of ml_run (api.c) and of the
+ * masking and resource functions of memlimits.h.
  *
  * A task is an ml_task on ml_run's stack, linked from the thread's state (innermost first).
  * Its allocation limit is a deadline on the thread's exact allocation count, folded into the
@@ -20,8 +21,12 @@
  * before it notices an interrupt raised on another thread. */
 #define ML_REMOTE_CHECK_BYTES ((uint64_t)32 << 10)
 
-/* The verdict of ml__task_decide asking the caller to unwind the task. */
-#define ML_VERDICT_UNWIND (-1)
+/* What the slow path decides about an allocation. */
+typedef enum ml_verdict {
+    ML_ALLOW = 0,    /* go ahead */
+    ML_REFUSE,       /* fail it: NULL and ENOMEM */
+    ML_REFUSE_UNWIND /* fail it, and unwind the task (ML_UNWIND) if the caller may be unwound */
+} ml_verdict;
 
 typedef struct ml_task {
     struct ml_task *parent;
@@ -41,29 +46,39 @@ typedef struct ml_task {
     sigjmp_buf jump;
 } ml_task;
 
+/* ml_run's two halves around the call of the task's function (api.c): enter links `k` (on
+ * ml_run's stack) as t's innermost task under `limits` (validated by the caller), marks it at
+ * once if its token is already set or the heap is already over the global limit, and arms its
+ * limit; leave takes it off every list and returns why it ended (its own or an enclosing task's
+ * pending reason, tokens and the global limit looked at one last time), storing the exact bytes
+ * it allocated in *allocated (may be NULL). Owner thread; t is registered. */
+void ml__task_enter(ml_thread *t, ml_task *k, const ml_limits *limits);
+ml_status ml__task_leave(ml_thread *t, ml_task *k, uint64_t *allocated);
+/* A pthread cleanup handler for ml_run: the task's function left the thread (pthread_exit,
+ * cancellation): release what the task registered, as an unwind would, and unlink it. */
+void ml__task_abandoned(void *task);
+
 /* Called by the slow path (busy) for a thread running a task, before an allocation of n bytes:
- * updates pending interrupts, and returns 0 (go ahead), ENOMEM (refuse) or ML_VERDICT_UNWIND
- * (refuse; the caller should unwind if it may). */
-int ml__task_decide(ml_thread *t, uint64_t n);
+ * updates pending interrupts and says whether the allocation may go ahead. */
+ml_verdict ml__task_decide(ml_thread *t, uint64_t n);
 /* The task component of the countdown, after the allocation at hand. */
 uint64_t ml__task_left(ml_thread *t);
-/* Whether an allocation whose caller returns to `ret` may unwind: not from inside the C library
- * or the dynamic loader. */
-int ml__task_caller_may_unwind(const void *ret);
 /* Whether the innermost task may be unwound from here: not from a signal handler, which shows
  * as signals blocked now that were not when the task started (a handler blocks its own signal).
  * Nothing is ever unwound out of a signal handler. */
 int ml__task_may_unwind_now(ml_thread *t);
 /* Unwinds the calling thread's innermost task to its ml_run: cleanups first. Never returns. */
 __attribute__((noreturn)) void ml__task_unwind(ml_thread *t);
+
 /* The live heap passed the global memory limit (seen by any thread at a flush): mark every
  * global-memory task pending. */
 void ml__task_global_exceeded(void);
-/* Number of global-memory tasks running, for the slow path's cheap test. */
-extern int ml__global_tasks;
 uint64_t ml__global_limit(void);
-/* Sets the global memory limit without initialising (init.c, from MEMLIMITS_GLOBAL). */
 void ml__task_set_global_limit(uint64_t bytes);
+/* The waker's scan (wake.c calls it under the registry lock): marks and signals the ML_WAKE
+ * tasks whose token is set or whose global limit is crossed. */
+void ml__task_wake_scan(void);
+/* In the fork child: only the forking thread's tasks survive. */
 void ml__task_fork_child(void);
 
 #endif

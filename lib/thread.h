@@ -2,9 +2,10 @@
  * the registry that links the live ones so that the heap can be reconciled across threads.
  *
  * Who touches what: the owning thread reads and writes everything here. Other threads read a
- * registered thread's jemalloc counters and exchange its `reported` balance (heap.c), under the
- * registry lock, which also keeps the struct registered while they do. A signal handler on the
- * owning thread may force the countdown to zero (tasks, later) only while `busy` is clear. */
+ * registered thread's jemalloc counters and exchange its `reported` balance (heap.c's
+ * reconcile), and read its totals racily (ml__totals), under the registry lock, which also keeps
+ * the struct registered while they do. The wake-up signal's handler on the owning thread (wake.c)
+ * forces the countdown to zero when `busy` is clear and leaves `wake_pending` when it is set. */
 #ifndef ML_THREAD_H
 #define ML_THREAD_H
 
@@ -100,12 +101,6 @@ static inline void ml__busy_leave(ml_thread *t)
 
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);
-/* pthread_create's interposed body (preload/thread.c): the new thread registers before its
- * start routine runs. */
-int ml__pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
-                       void *arg);
-/* Makes sure the calling thread is registered (outside the allocator: ml_run and friends). */
-void ml__thread_ensure(void);
 /* Runs fn with the registry lock held (the lock also guards the list of cross-thread tasks). */
 void ml__registry_lock(void);
 void ml__registry_unlock(void);
@@ -114,10 +109,27 @@ void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 /* Number of registered threads. */
 uint32_t ml__thread_count(void);
+/* Totals over all threads, live and exited: requested bytes, allocations, samples. */
+void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples);
+
+/* The work that thread exit and fork need from the modules above this one (heap accounting,
+ * the budget, tasks). They are registered once at init (init.c), so that this module never
+ * calls up: mimalloc's declared upcall, as a table. Every hook runs on the thread concerned. */
+typedef struct ml_thread_hooks {
+    /* A destructor round of an exiting thread, not the last: other keys' destructors may still
+     * free, so the thread stays registered. Busy. */
+    void (*exit_round)(ml_thread *t);
+    /* The last round: give back what the thread holds, before it is unregistered. Busy. */
+    void (*retire)(ml_thread *t);
+    /* In the fork child, after the registry was reduced to the forking thread; the registry
+     * lock is free. */
+    void (*fork_child)(void);
+} ml_thread_hooks;
+
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
  * by init.c: the key before jemalloc initialises (so that ours runs first at thread exit), the
- * fork handlers after (so that ours run first before fork). */
-int ml__thread_setup_key(void);
+ * fork handlers after (so that ours run first before fork). `hooks` must outlive the process. */
+int ml__thread_setup_key(const ml_thread_hooks *hooks);
 void ml__thread_setup_fork(void);
 
 #endif

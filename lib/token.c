@@ -11,7 +11,6 @@
 
 #include "common.h"
 #include "memlimits.h"
-#include "task.h"
 #include "token.h"
 #include "wake.h"
 

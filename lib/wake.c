@@ -20,7 +20,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "host.h"
 #include "memlimits.h"
 #include "thread.h"
 
@@ -49,11 +49,9 @@ static int handler_is_ours(int sig)
            cur.sa_sigaction == on_wake;
 }
 
-static int install(void)
+static int install(int sig)
 {
-    const ml_config *cfg = ml__config();
     struct sigaction old, sa;
-    int sig = cfg->signal;
     if (sig != 0) {
         if (sigaction(sig, NULL, &old) != 0) return ML_ESIGNAL;
         int is_default = !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
@@ -74,6 +72,8 @@ static int install(void)
     return 0;
 }
 
+static void (*waker_scan)(void);
+
 static void *waker_main(void *arg)
 {
     int fd = (int)(intptr_t)arg;
@@ -83,7 +83,7 @@ static void *waker_main(void *arg)
         if (n < 0 && errno == EINTR) continue;
         if (n != (ssize_t)sizeof count) break; /* closed after fork: this copy is gone anyway */
         ml__registry_lock();
-        ml__task_wake_scan();
+        waker_scan();
         ml__registry_unlock();
     }
     return NULL;
@@ -101,7 +101,8 @@ static int start_waker(void)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 << 10);
-    int rc = pthread_create(&thread, &attr, waker_main, (void *)(intptr_t)fd);
+    /* The real pthread_create: the waker is memlimits' own thread, not the program's. */
+    int rc = ml__host_pthread_create(&thread, &attr, waker_main, (void *)(intptr_t)fd);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
@@ -112,12 +113,13 @@ static int start_waker(void)
     return 0;
 }
 
-int ml__wake_setup(void)
+int ml__wake_setup(int signal, void (*scan)(void))
 {
     int rc = 0;
     pthread_mutex_lock(&setup_lock);
+    waker_scan = scan;
     if (wake_signal == 0)
-        rc = install();
+        rc = install(signal);
     else if (!handler_is_ours(wake_signal))
         rc = ML_ESIGNAL; /* the program took it over */
     if (rc == 0 && ML_LOAD(&event_fd) < 0) rc = start_waker();

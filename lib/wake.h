@@ -6,15 +6,16 @@
 #ifndef ML_WAKE_H
 #define ML_WAKE_H
 
-/* Installs the handler (once; refuses a signal the program handles) and starts the waker
- * thread (again after fork). Returns 0 or an ml_status error. Not from the allocator. */
-int ml__wake_setup(void);
+/* Installs the handler on `signal` (0: the highest free real-time signal; once per process;
+ * refuses a signal the program handles) and starts the waker thread (again after fork), which
+ * calls `scan` under the registry lock each time it is poked: the caller's function that finds
+ * and signals the tasks to wake (task.c). Returns 0 or an ml_status error. Not from the
+ * allocator. */
+int ml__wake_setup(int signal, void (*scan)(void));
 /* Asks the waker to look for ML_WAKE tasks to signal. Async-signal-safe. */
 void ml__wake_poke(void);
 /* Sends the wake-up signal to a thread, if the handler is still ours. */
 void ml__wake_send(int tid);
 void ml__wake_fork_child(void);
-/* Called by the waker, under the registry lock: signals the tasks that need it (task.c). */
-void ml__task_wake_scan(void);
 
 #endif

@@ -149,7 +149,10 @@ ENTRY int posix_memalign(void **out, size_t align, size_t size)
     if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
     void *p;
     int err = do_aligned(&p, align, size, CALLER);
-    if (err == 0) *out = p;
+    if (ML_LIKELY(err == 0))
+        *out = p;
+    else
+        errno = err; /* as glibc's, whichever path refused it */
     return err;
 }
 

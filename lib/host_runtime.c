@@ -1,0 +1,172 @@
+/* The host seam's runtime half (see host.h): the embedded jemalloc's setup, defaults and private
+ * globals, glibc's internals, and the dynamic linker. Only the engine links it. */
+#define _GNU_SOURCE
+#include "host.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include "common.h"
+
+/* The entry point the interposed `malloc` symbol names in this library (preload/malloc.c): the
+ * engine's one reference upwards, by design (docs/ARCHITECTURE.md, "Layers"). Weak: test
+ * programs link the engine without the entry points. */
+extern void *ml__malloc_entry(size_t size) __attribute__((weak));
+
+int ml__host_owns_malloc(const uint64_t *counter)
+{
+    static int known; /* 0: not asked yet, 1: owned, 2: not */
+    int k = ML_LOAD(&known);
+    if (k == 0) {
+        int owned = 0;
+        if (ml__malloc_entry != NULL) {
+            void *(*volatile bound_malloc)(size_t) = malloc;
+            void (*volatile bound_free)(void *) = free;
+            uint64_t before = ML_LOAD(counter);
+            void *p = bound_malloc(0); /* counts 0 bytes against the caller's limits */
+            owned = ML_LOAD(counter) != before;
+            bound_free(p);
+        }
+        k = owned ? 1 : 2;
+        ML_STORE(&known, k);
+    }
+    return k == 1;
+}
+
+/* The embedded jemalloc's defaults (jemalloc reads this before MALLOC_CONF, which still
+ * overrides it). Measured in bench/results/REPORT.md: stock jemalloc sends blocks of 8 MiB and
+ * more to an arena that purges them at once, and returns freed pages with MADV_DONTNEED, so a
+ * program churning large blocks faults every page in again (large-block churn: 3.7x slower than
+ * glibc). Keeping large blocks in the ordinary arenas and leaving lazily-freed (MADV_FREE) pages
+ * to the kernel makes that churn 6x faster than glibc; the cost is RSS that counts pages the
+ * kernel may reclaim at any time. */
+extern const char *mlje_malloc_conf;
+const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
+
+int ml__host_jemalloc_init(void)
+{
+    mlje_free(mlje_malloc(1));
+    const uint64_t *probe = NULL;
+    size_t len = sizeof probe;
+    if (mlje_mallctl("thread.allocatedp", (void *)&probe, &len, NULL, 0) != 0 || probe == NULL)
+        return -1;
+    return 0;
+}
+
+/* Under an exhausted address space (RLIMIT_AS), jemalloc 5.3 cannot allocate a new thread's
+ * cache and ignores the failure: its fast paths then dereference a NULL bin and the thread
+ * crashes in malloc. Turning the cache off afterwards crashes too (it flushes the broken bins).
+ * So, before jemalloc first sees a thread, check that 1 MiB of address space can still be had;
+ * if not, let jemalloc set this thread up with its cache option off (jemalloc's own global,
+ * linked into this object, read only while a thread's state is created), so that the thread's
+ * allocations take the arena path and fail with NULL like any other. Other threads created at
+ * the same moment may start without a cache too, which only costs speed. A thread whose first
+ * call is free() is set up by jemalloc before memlimits sees it. */
+extern _Bool je_opt_tcache;
+
+void ml__host_jemalloc_thread(const uint64_t **allocated, const uint64_t **deallocated)
+{
+    size_t len = sizeof *allocated;
+    _Bool cache = je_opt_tcache;
+    struct rlimit as;
+    if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+        void *probe =
+            mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (probe != MAP_FAILED)
+            munmap(probe, 1 << 20);
+        else
+            je_opt_tcache = 0;
+    }
+    mlje_mallctl("thread.allocatedp", (void *)allocated, &len, NULL, 0);
+    je_opt_tcache = cache;
+    len = sizeof *deallocated;
+    mlje_mallctl("thread.deallocatedp", (void *)deallocated, &len, NULL, 0);
+}
+
+/* glibc exports these (GLIBC_2.2.5); they are the lock fork itself takes after the handlers. */
+extern void _IO_list_lock(void);
+extern void _IO_list_unlock(void);
+extern void _IO_list_resetlock(void);
+
+void ml__host_stdio_lock(void)
+{
+    _IO_list_lock();
+}
+
+void ml__host_stdio_unlock(void)
+{
+    _IO_list_unlock();
+}
+
+void ml__host_stdio_reset(void)
+{
+    _IO_list_resetlock();
+}
+
+typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static create_fn real_create;
+
+int ml__host_pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
+                            void *arg)
+{
+    create_fn create = __atomic_load_n(&real_create, __ATOMIC_ACQUIRE);
+    if (create == NULL) {
+        create = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+        if (create == NULL) return EAGAIN;
+        __atomic_store_n(&real_create, create, __ATOMIC_RELEASE);
+    }
+    return create(thread, attr, start, arg);
+}
+
+/* Executable ranges of libc and ld.so, filled once. */
+#define SYSTEM_TEXT_MAX 8
+static struct {
+    uintptr_t start, end;
+} system_text[SYSTEM_TEXT_MAX];
+static int system_text_count = -1;
+static pthread_once_t system_text_once = PTHREAD_ONCE_INIT;
+
+static int collect_text(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    (void)size;
+    int *count = ctx;
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strncmp(base, "libc.so", 7) != 0 && strncmp(base, "ld-linux", 8) != 0) return 0;
+    for (int i = 0; i < info->dlpi_phnum && *count < SYSTEM_TEXT_MAX; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        system_text[*count].start = info->dlpi_addr + ph->p_vaddr;
+        system_text[*count].end = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+        (*count)++;
+    }
+    return 0;
+}
+
+static void find_once(void)
+{
+    int count = 0;
+    dl_iterate_phdr(collect_text, &count);
+    __atomic_store_n(&system_text_count, count, __ATOMIC_RELEASE);
+}
+
+void ml__host_find_system_text(void)
+{
+    pthread_once(&system_text_once, find_once);
+}
+
+int ml__host_in_system_text(const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr;
+    int count = __atomic_load_n(&system_text_count, __ATOMIC_ACQUIRE);
+    if (count < 0) return 1; /* not computed: be safe */
+    for (int i = 0; i < count; i++)
+        if (a >= system_text[i].start && a < system_text[i].end) return 1;
+    return 0;
+}
