@@ -90,6 +90,14 @@ void ml__buf_json_str(ml_buf *b, const char *s)
 
 void ml__buf_flush(ml_buf *b, int fd)
 {
+    if (b->truncated) {
+        /* Truncation filled the buffer (len == cap): the marker overwrites its tail. */
+        static const char marker[] = ML_BUF_TRUNCATED;
+        size_t n = sizeof marker - 1 < b->cap ? sizeof marker - 1 : b->cap;
+        memcpy(b->data + b->cap - n, marker + sizeof marker - 1 - n, n);
+        b->len = b->cap;
+    }
     ml__write_all(fd, b->data, b->len);
     b->len = 0;
+    b->truncated = 0;
 }

@@ -1,6 +1,8 @@
 # Criterion test executables (one line each).
 ml_test(sampler)
 ml_test(options)
+ml_test(fmt)
+ml_test(budget)
 # The option parsers under libFuzzer for a bounded time (clang from Debian).
 add_test(NAME fuzz_options
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/fuzz.sh ${CMAKE_SOURCE_DIR}
