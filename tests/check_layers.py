@@ -25,8 +25,9 @@ END = "<!-- layers:end -->"
 # (whose own sources are preload/*.c); the sanitized copy of the engine is deliberately not here.
 TARGET_DIRS = ("memlimits_engine.dir", "memlimits.dir")
 SOURCE_GLOBS = ("lib", "preload")
+# One edge between two files, naming every symbol it may carry.
 EXCEPTION_RE = re.compile(
-    r"^Allowed upward reference: `([^`]+)` \(from `([^`]+)` to `([^`]+)`\): *(.*)$")
+    r"^Allowed upward reference: (`[^`]+`(?:\s*,\s*`[^`]+`)*) \(from `([^`]+)` to `([^`]+)`\): *(.*)$")
 FILES_RE = re.compile(r"^`[^`]+`(\s*,\s*`[^`]+`)*$")
 # nm's letters: undefined (U; w and v are undefined weak references) and defined global ones.
 UNDEFINED = set("Uwv")
@@ -36,7 +37,7 @@ DEFINED = set("ABCDGRSTVWu")
 class Table:
     def __init__(self):
         self.layer = {}  # file -> layer number
-        self.exception = None  # (symbol, from file, to file)
+        self.exception = None  # (symbols, from file, to file)
         self.problems = []
 
 
@@ -59,9 +60,10 @@ def parse_doc(text):
             m = EXCEPTION_RE.match(s)
             if not m or not m.group(4).strip():
                 t.problems.append("malformed exception line (want: Allowed upward reference: "
-                                  "`SYMBOL` (from `FILE` to `FILE`): reason): " + s)
+                                  "`SYMBOL`[, `SYMBOL`...] (from `FILE` to `FILE`): reason): " + s)
             elif exceptions == 1:
-                t.exception = (m.group(1), m.group(2), m.group(3))
+                symbols = tuple(sorted(re.findall(r"`([^`]+)`", m.group(1))))
+                t.exception = (symbols, m.group(2), m.group(3))
             continue
         if not s.startswith("|"):
             continue
@@ -210,20 +212,23 @@ def check(src, build, doc, nm):
     if objects and not refs:
         problems.append("no references between the objects: nothing was checked")
 
-    upward, allowed = [], 0
+    upward, allowed, seen_allowed = [], 0, set()
     for f, s, to in refs:
         if f not in table.layer or to not in table.layer:
             continue  # reported above as a file in no layer
         if table.layer[to] <= table.layer[f]:
             continue
-        if table.exception == (s, f, to):
+        if table.exception and s in table.exception[0] and (f, to) == table.exception[1:]:
             allowed += 1
+            seen_allowed.add(s)
         else:
             upward.append((table.layer[f], f, to, s))
-    if table.exception and not allowed:
-        problems.append("the allowed upward reference %s (from %s to %s) is not an upward "
-                        "reference of the built objects: remove it or correct it"
-                        % table.exception)
+    if table.exception:
+        for s in table.exception[0]:
+            if s not in seen_allowed:
+                problems.append("the allowed upward reference %s (from %s to %s) is not an "
+                                "upward reference of the built objects: remove it or correct it"
+                                % (s, table.exception[1], table.exception[2]))
 
     out += ["layers: " + p for p in problems]
     for lf, f, to, s in sorted(upward):
@@ -231,7 +236,7 @@ def check(src, build, doc, nm):
     summary = "layers: %d files, %d internal references, %d upward" % (
         len(objects), len(refs), len(upward))
     if allowed:
-        summary += " (1 allowed)"
+        summary += " (%d allowed)" % allowed
     if problems:
         summary += ", %d other problem%s" % (len(problems), "" if len(problems) == 1 else "s")
     out.append(summary)
