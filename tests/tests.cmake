@@ -3,6 +3,8 @@ ml_test(sampler)
 ml_test(options)
 ml_test(fmt)
 ml_test(budget)
+ml_test(thread)
+ml_test(event)
 # The option parsers under libFuzzer for a bounded time (clang from Debian).
 add_test(NAME fuzz_options
          COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/fuzz.sh ${CMAKE_SOURCE_DIR}

@@ -1,0 +1,131 @@
+/* The slow path's hub (lib/event.c), in process: exact counts across events, the countdown's
+ * components, the refund of a failed allocation, the heap cap's refusal and the budget's action.
+ * Allocations are simulated as the entry points make them: a charge, the event when it is due,
+ * and the private jemalloc's malloc when allowed. The engine was initialised with the defaults
+ * by its constructor; each Criterion test runs in a fresh process. */
+#include <criterion/criterion.h>
+#include <errno.h>
+
+#include "budget.h"
+#include "engine.h"
+#include "heap.h"
+#include "host.h"
+#include "options.h"
+#include "sampler.h"
+
+/* One allocation of n bytes as malloc makes it: NULL when the slow path refuses it. */
+static void *allocate(uint64_t n)
+{
+    if (ml__charge(n) && ml__event(n, 0, NULL) != ML_ALLOW) return NULL;
+    void *p = mlje_malloc(n);
+    if (p == NULL)
+        ml__event_refund(n);
+    else if (n >= ML_FLUSH_NEAR)
+        ml__event_after(n);
+    return p;
+}
+
+static uint64_t allocated_now(void)
+{
+    return ml__self.allocated + ml__since_arm(&ml__self);
+}
+
+Test(event, counts_are_exact_across_events_and_zero_byte_requests)
+{
+    ml__thread_ensure();
+    uint64_t start = allocated_now(), sum = 0;
+    /* Sizes that cross many events: the sampler's gaps, the 1 MiB flush interval. */
+    for (uint64_t i = 0; i < 20000; i++) {
+        uint64_t n = (i * 7919) % 3000;
+        void *p = allocate(n);
+        cr_assert_not_null(p);
+        mlje_free(p);
+        sum += n;
+    }
+    cr_assert_eq(allocated_now() - start, sum);
+    cr_assert_eq(ml__self.allocations >= 20000, 1);
+}
+
+Test(event, a_mean_gap_of_one_samples_every_byte)
+{
+    ml__sampler_set_mean(1);
+    ml__thread_ensure();
+    ml__self.sample_left = 1;
+    ml__thread_force_event(&ml__self);
+    uint64_t before = ml__self.samples, bytes = 0;
+    for (uint64_t n = 1; n <= 300; n++) {
+        mlje_free(allocate(n));
+        bytes += n;
+    }
+    /* Every byte is sampled, and each allocation is an event (sample_left is 1 after it), so
+     * the samples are all counted by now. */
+    cr_assert_eq(ml__self.samples - before, bytes);
+}
+
+Test(event, the_countdown_is_armed_with_its_smallest_component)
+{
+    ml__thread_ensure();
+    ml__thread_force_event(&ml__self);
+    mlje_free(allocate(1)); /* an event: it re-arms the countdown after its own charge */
+    ml_thread *t = &ml__self;
+    uint64_t expect = t->sample_left < t->flush_left ? t->sample_left : t->flush_left;
+    if (t->lease_left < expect) expect = t->lease_left;
+    cr_assert_eq(t->armed, expect);
+    cr_assert_eq(t->until_event, expect);
+}
+
+Test(event, a_refund_takes_the_bytes_back)
+{
+    ml__thread_ensure();
+    uint64_t before = allocated_now();
+    /* A request jemalloc cannot serve: admitted by the limits (none), refused by jemalloc. */
+    uint64_t huge = (uint64_t)1 << 46;
+    errno = 0;
+    cr_assert_null(allocate(huge));
+    cr_assert_eq(allocated_now(), before, "a failed allocation was counted");
+}
+
+Test(event, requests_beyond_the_address_space_are_refused_uncounted)
+{
+    ml__thread_ensure();
+    uint64_t before = allocated_now();
+    cr_assert_eq(ml__charge((uint64_t)1 << 48) ? ml__event((uint64_t)1 << 48, 0, NULL) : ML_ALLOW,
+                 ML_REFUSE);
+    cr_assert_eq(allocated_now(), before);
+}
+
+Test(event, the_heap_cap_refuses_before_the_live_heap_passes_it)
+{
+    ml__thread_ensure();
+    mlje_free(allocate(1));
+    uint64_t cap = ml__heap_live() + ((uint64_t)8 << 20);
+    ml__heap_set_cap(cap);
+    void *blocks[512];
+    int n = 0;
+    uint64_t usable = 0;
+    while (n < 512) {
+        void *p = allocate(64 << 10);
+        if (p == NULL) break;
+        usable += mlje_malloc_usable_size(p);
+        blocks[n++] = p;
+    }
+    cr_assert_lt(n, 512, "the cap never refused");
+    /* One thread, exact near the cap: the last admitted block fits, the next would not. */
+    cr_assert_leq(ml__heap_live(), cap);
+    cr_assert_gt(ml__heap_live() + (64 << 10), cap - (64 << 10),
+                 "refused with room for the block left");
+    while (n > 0)
+        mlje_free(blocks[--n]);
+    (void)usable;
+}
+
+Test(event, the_budget_fires_its_action_at_the_crossing_allocation, .exit_code = 124)
+{
+    ml__budget_set(10000);
+    ml__thread_ensure();
+    for (int i = 0; i < 99; i++)
+        mlje_free(allocate(100));
+    mlje_free(allocate(100)); /* exactly the budget: still allowed */
+    allocate(1);              /* crosses it: the default action is exit:124 */
+    cr_assert_fail("the budget did not fire");
+}
