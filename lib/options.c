@@ -1,6 +1,8 @@
 /* The options table and its parsers (see options.h). Each MEMLIMITS_* variable is one row of
  * ml__options[]; adding a variable means adding a row, and the launcher's --help, the verbose
- * listing and the README check (tests/test_options.c) follow. */
+ * listing, the unknown-name check and the README check (tests/test_options.c) follow. Also here,
+ * because the launcher links this file and not the engine: the one-line refusal of a value, the
+ * report path's %p expansion, and the identification text of the library. */
 #define _GNU_SOURCE
 #include "options.h"
 
@@ -10,6 +12,7 @@
 
 #include "common.h"
 #include "fmt.h"
+#include "memlimits.h"
 
 /* Parses decimal digits into *out; rejects empty input, signs, spaces and overflow. */
 static int parse_digits(const char **text, uint64_t *out)
@@ -27,9 +30,11 @@ static int parse_digits(const char **text, uint64_t *out)
     return 0;
 }
 
+/* ---- Sizes ------------------------------------------------------------------------------- */
+
 static const char size_expected[] =
-    "a positive byte count: digits with an optional K, M, G or T suffix (powers of 1024), "
-    "below 16E";
+    "a positive byte count: digits with an optional K, M, G or T suffix (powers of 1024) or B "
+    "(bytes), below 16E";
 
 int ml__parse_size(const char *text, uint64_t *out, const char **expected)
 {
@@ -41,32 +46,37 @@ int ml__parse_size(const char *text, uint64_t *out, const char **expected)
     switch (*s) {
     case '\0':
         break;
+    case 'B':
+        s++;
+        break;
     case 'k':
     case 'K':
-        shift = 10;
+        shift = 10, s++;
         break;
     case 'm':
     case 'M':
-        shift = 20;
+        shift = 20, s++;
         break;
     case 'g':
     case 'G':
-        shift = 30;
+        shift = 30, s++;
         break;
     case 't':
     case 'T':
-        shift = 40;
+        shift = 40, s++;
         break;
     default:
         return -1;
     }
-    if (shift != 0 && *++s != '\0') return -1;
+    if (*s != '\0') return -1;
     if (v == 0 || v > (UINT64_MAX >> shift)) return -1;
     v <<= shift;
     if (v == ML_NONE) return -1; /* reserved for "no limit" */
     *out = v;
     return 0;
 }
+
+/* ---- Signals ----------------------------------------------------------------------------- */
 
 static const struct {
     const char *name;
@@ -89,8 +99,30 @@ const char *ml__signal_name(int sig)
     return NULL;
 }
 
+void ml__buf_signal(ml_buf *b, int sig)
+{
+    const char *name = ml__signal_name(sig);
+    if (name != NULL) {
+        ml__buf_str(b, name);
+    } else if (sig >= SIGRTMIN && sig <= SIGRTMAX) {
+        ml__buf_str(b, "RTMIN+");
+        ml__buf_u64(b, (uint64_t)(sig - SIGRTMIN));
+    } else {
+        ml__buf_i64(b, sig);
+    }
+}
+
+/* Signals that report a fault of the instruction that raised them. A handler for them (a crash
+ * reporter, a JIT, a sanitizer) takes one for a real crash and inspects the faulting address;
+ * raised by hand on an allocation, or sent to wake a task, they would be misread. */
+static int is_fault_signal(int sig)
+{
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP;
+}
+
 static const char signal_expected[] =
-    "a signal: a name such as TERM, SIGUSR1 or RTMIN+2, or a number from 1 to 64";
+    "a signal: a name such as TERM, SIGUSR1 or RTMIN+2, or its number; not SEGV, BUS, FPE, ILL "
+    "or TRAP (they report faults), nor a number without a name (such as 32)";
 
 int ml__parse_signal(const char *text, int *out, const char **expected)
 {
@@ -118,12 +150,19 @@ int ml__parse_signal(const char *text, int *out, const char **expected)
         v = (uint64_t)signal_names[i].number;
     }
     if (v < 1 || v > (uint64_t)SIGRTMAX) return -1;
+    /* A number below SIGRTMIN without a name is the C library's own (glibc: 32 and 33, for
+     * thread cancellation and setxid): no program may take it. */
+    if (v < (uint64_t)SIGRTMIN && ml__signal_name((int)v) == NULL) return -1;
+    if (is_fault_signal((int)v)) return -1;
     *out = (int)v;
     return 0;
 }
 
-static const char action_expected[] = "one of enomem, abort, exit:N (N from 0 to 255), "
-                                      "signal:NAME (a signal name or number)";
+/* ---- Actions ----------------------------------------------------------------------------- */
+
+static const char action_expected[] =
+    "one of enomem, abort, exit:N (N from 0 to 255), signal:NAME (a signal name or number; not "
+    "SEGV, BUS, FPE, ILL, TRAP or one without a name)";
 
 int ml__parse_action(const char *text, ml_action *out, const char **expected)
 {
@@ -150,11 +189,37 @@ int ml__parse_action(const char *text, ml_action *out, const char **expected)
     return 0;
 }
 
-/* Field parsers of the table: each adapts one of the parsers above, adding its range. */
+/* ---- Field parsers of the table: each adapts a parser above, adding its range ------------- */
 
-static int field_size(const char *text, void *field, const char **expected)
+/* A plain number below this, given for a limit, is taken for a forgotten unit: "--heap 512" is
+ * far likelier to mean 512M than a 512-byte heap. */
+#define PLAIN_LIMIT_MIN ((uint64_t)64 << 10)
+
+static const char limit_expected[] =
+    "a byte count with a K, M, G or T suffix (powers of 1024) or B (bytes), a plain number of "
+    "bytes from 64K up, or none";
+/* Recognised by ml__option_parse, which adds the suggestion built from the value. */
+static const char limit_unit_expected[] =
+    "a size with a unit: a plain number below 64K is taken for a forgotten suffix";
+
+static int field_limit(const char *text, void *field, const char **expected)
 {
-    return ml__parse_size(text, field, expected);
+    uint64_t v;
+    if (strcmp(text, "none") == 0) {
+        *(uint64_t *)field = ML_NONE;
+        return 0;
+    }
+    if (ml__parse_size(text, &v, expected) != 0) {
+        *expected = limit_expected;
+        return -1;
+    }
+    char last = text[strlen(text) - 1];
+    if (last >= '0' && last <= '9' && v < PLAIN_LIMIT_MIN) {
+        *expected = limit_unit_expected;
+        return -1;
+    }
+    *(uint64_t *)field = v;
+    return 0;
 }
 
 static int field_sample(const char *text, void *field, const char **expected)
@@ -173,15 +238,18 @@ static int field_action(const char *text, void *field, const char **expected)
     return ml__parse_action(text, field, expected);
 }
 
+typedef __typeof__(((ml_config *)0)->seed) seed_field;
+
 static int field_seed(const char *text, void *field, const char **expected)
 {
-    uint64_t v;
+    uint64_t v = 0;
     const char *s = text;
-    *expected = "a decimal integer from 0 to 18446744073709551615";
-    if (parse_digits(&s, &v) != 0 || *s != '\0') return -1;
-    __typeof__(((ml_config *)0)->seed) *seed = field;
+    *expected = "a decimal integer from 0 to 18446744073709551615, or os (drawn from the OS)";
+    int from_os = strcmp(text, "os") == 0;
+    if (!from_os && (parse_digits(&s, &v) != 0 || *s != '\0')) return -1;
+    seed_field *seed = field;
     seed->value = v;
-    seed->set = 1;
+    seed->set = !from_os;
     return 0;
 }
 
@@ -195,9 +263,12 @@ static int field_flag(const char *text, void *field, const char **expected)
 
 static int field_wake_signal(const char *text, void *field, const char **expected)
 {
-    int sig;
-    if (ml__parse_signal(text, &sig, expected) != 0 || sig == SIGKILL || sig == SIGSTOP) {
-        *expected = "a signal that can be caught: a name such as USR2 or RTMIN+2, or a number";
+    int sig = 0;
+    if (strcmp(text, "default") != 0 &&
+        (ml__parse_signal(text, &sig, expected) != 0 || sig == SIGKILL || sig == SIGSTOP)) {
+        *expected = "a signal that can be caught: a name such as USR2 or RTMIN+2, its number, or "
+                    "default; not KILL or STOP, not SEGV, BUS, FPE, ILL or TRAP (they report "
+                    "faults), nor a number without a name (such as 32)";
         return -1;
     }
     *(int *)field = sig;
@@ -231,7 +302,7 @@ static int field_report(const char *text, void *field, const char **expected)
     return 0;
 }
 
-/* Printers for MEMLIMITS_VERBOSE: the effective value, in a form the parser accepts back. */
+/* ---- Printers: the effective value, as text the row's parser accepts back ------------------ */
 
 static void print_text(char *out, size_t cap, ml_buf *b)
 {
@@ -240,15 +311,26 @@ static void print_text(char *out, size_t cap, ml_buf *b)
     out[n] = '\0';
 }
 
-static void print_size(const void *field, char *out, size_t cap)
+static void print_limit(const void *field, char *out, size_t cap)
 {
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
     uint64_t v = *(const uint64_t *)field;
-    if (v == ML_NONE)
+    if (v == ML_NONE) {
         ml__buf_str(&b, "none");
-    else
+    } else {
         ml__buf_size(&b, v);
+        /* No suffix was printed (v is not a multiple of 1024): field_limit wants a unit. */
+        if (v % 1024 != 0 && v < PLAIN_LIMIT_MIN) ml__buf_str(&b, "B");
+    }
+    print_text(out, cap, &b);
+}
+
+static void print_size(const void *field, char *out, size_t cap)
+{
+    char tmp[64];
+    ml_buf b = ML_BUF_INIT(tmp);
+    ml__buf_size(&b, *(const uint64_t *)field);
     print_text(out, cap, &b);
 }
 
@@ -268,28 +350,23 @@ static void print_action(const void *field, char *out, size_t cap)
         ml__buf_str(&b, "exit:");
         ml__buf_u64(&b, (uint64_t)a->arg);
         break;
-    case ML_ACTION_SIGNAL: {
-        const char *name = ml__signal_name(a->arg);
+    case ML_ACTION_SIGNAL:
         ml__buf_str(&b, "signal:");
-        if (name != NULL)
-            ml__buf_str(&b, name);
-        else
-            ml__buf_u64(&b, (uint64_t)a->arg);
+        ml__buf_signal(&b, a->arg);
         break;
-    }
     }
     print_text(out, cap, &b);
 }
 
 static void print_seed(const void *field, char *out, size_t cap)
 {
-    const __typeof__(((ml_config *)0)->seed) *seed = field;
+    const seed_field *seed = field;
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
     if (seed->set)
         ml__buf_u64(&b, seed->value);
     else
-        ml__buf_str(&b, "from the OS");
+        ml__buf_str(&b, "os");
     print_text(out, cap, &b);
 }
 
@@ -306,14 +383,10 @@ static void print_signal(const void *field, char *out, size_t cap)
     int sig = *(const int *)field;
     char tmp[64];
     ml_buf b = ML_BUF_INIT(tmp);
-    if (sig == 0) {
-        ml__buf_str(&b, "default (a free real-time signal)");
-    } else if (sig >= SIGRTMIN) {
-        ml__buf_str(&b, "RTMIN+");
-        ml__buf_u64(&b, (uint64_t)(sig - SIGRTMIN));
-    } else {
-        ml__buf_str(&b, ml__signal_name(sig));
-    }
+    if (sig == 0)
+        ml__buf_str(&b, "default");
+    else
+        ml__buf_signal(&b, sig);
     print_text(out, cap, &b);
 }
 
@@ -332,74 +405,256 @@ static void print_report(const void *field, char *out, size_t cap)
     print_text(out, cap, &b);
 }
 
+/* ---- The table --------------------------------------------------------------------------- */
+
 #define FIELD(name) offsetof(ml_config, name)
 
 const ml_option ml__options[] = {
-    {"MEMLIMITS_HEAP", "--heap", "SIZE", NULL,
+    {"MEMLIMITS_HEAP", "--heap", "SIZE", "none",
      "hard cap on the live heap: an allocation that would take it above SIZE fails (or runs "
      "MEMLIMITS_ON_HEAP)",
-     FIELD(heap), field_size, print_size},
+     FIELD(heap), field_limit, print_limit},
     {"MEMLIMITS_ON_HEAP", "--on-heap", "ACTION", "enomem",
      "what crossing the heap cap does: enomem, abort, exit:N or signal:NAME", FIELD(on_heap),
      field_action, print_action},
-    {"MEMLIMITS_ALLOC", "--alloc", "SIZE", NULL,
+    {"MEMLIMITS_ALLOC", "--alloc", "SIZE", "none",
      "allocation budget of the process: total bytes it may request, counted exactly", FIELD(alloc),
-     field_size, print_size},
+     field_limit, print_limit},
     {"MEMLIMITS_ON_ALLOC", "--on-alloc", "ACTION", "exit:124",
      "what crossing the allocation budget does: exit:N, abort, signal:NAME or enomem",
      FIELD(on_alloc), field_action, print_action},
-    {"MEMLIMITS_GLOBAL", "--global", "SIZE", NULL,
+    {"MEMLIMITS_GLOBAL", "--global", "SIZE", "none",
      "global memory limit for tasks run under it (client API): they are interrupted above it",
-     FIELD(global), field_size, print_size},
+     FIELD(global), field_limit, print_limit},
     {"MEMLIMITS_SAMPLE", "--sample", "BYTES", "80000",
      "mean gap between sampled bytes of the allocation sampler", FIELD(sample), field_sample,
      print_size},
-    {"MEMLIMITS_SEED", "--seed", "N", NULL,
-     "seed of the sampler, for reproducible samples (default: from the OS)", FIELD(seed),
+    {"MEMLIMITS_SEED", "--seed", "N", "os",
+     "seed of the sampler, for reproducible samples (default: os, drawn from the OS)", FIELD(seed),
      field_seed, print_seed},
     {"MEMLIMITS_REPORT", "--report", "WHERE", "0",
      "report at exit and when a limit action fires: 1 or stderr, PATH, json, json:PATH",
      FIELD(report), field_report, print_report},
-    {"MEMLIMITS_SIGNAL", "--signal", "SIGNAL", NULL,
-     "signal used to wake tasks on other threads (default: a free real-time signal)", FIELD(signal),
-     field_wake_signal, print_signal},
+    {"MEMLIMITS_SIGNAL", "--signal", "SIGNAL", "default",
+     "signal used to wake tasks on other threads (default: default, the highest free real-time "
+     "signal)",
+     FIELD(signal), field_wake_signal, print_signal},
     {"MEMLIMITS_VERBOSE", "--verbose", "0|1", "0",
      "print the effective configuration to stderr at start", FIELD(verbose), field_flag, print_int},
 };
 
 const size_t ml__option_count = sizeof ml__options / sizeof ml__options[0];
 
+/* ---- Messages ---------------------------------------------------------------------------- */
+
+static void escape_mem(ml_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t plain = 0; /* start of the run of characters copied as they are */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f) continue;
+        ml__buf_mem(b, s + plain, i - plain);
+        char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+        size_t len = 4;
+        if (c == '\n' || c == '\t' || c == '\r') {
+            esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r';
+            len = 2;
+        }
+        ml__buf_mem(b, esc, len);
+        plain = i + 1;
+    }
+    ml__buf_mem(b, s + plain, n - plain);
+}
+
+void ml__buf_escaped(ml_buf *b, const char *text)
+{
+    escape_mem(b, text, strlen(text));
+}
+
+int ml__option_parse(const ml_option *o, const char *text, ml_config *cfg, const char *name,
+                     const char *sep, ml_buf *why)
+{
+    const char *expected = "a valid value";
+    if (o->parse(text, (char *)cfg + o->offset, &expected) == 0) return 0;
+    ml__buf_str(why, name);
+    ml__buf_str(why, sep);
+    ml__buf_str(why, "'");
+    ml__buf_escaped(why, text);
+    ml__buf_str(why, "': expected ");
+    ml__buf_str(why, expected);
+    if (expected == limit_unit_expected) {
+        /* The text is plain digits here, so it is echoed as it is. */
+        const char *parts[] = {"; write ", text,     "M for ", text,    " MiB, or ",
+                               text,       "B for ", text,     " bytes"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            ml__buf_str(why, parts[i]);
+    }
+    return -1;
+}
+
+/* ---- Loading ----------------------------------------------------------------------------- */
+
 void ml__config_defaults(ml_config *cfg)
 {
     const char *ignored;
     memset(cfg, 0, sizeof *cfg);
-    cfg->heap = cfg->alloc = cfg->global = ML_NONE;
     for (size_t i = 0; i < ml__option_count; i++) {
         const ml_option *o = &ml__options[i];
         if (o->fallback != NULL) o->parse(o->fallback, (char *)cfg + o->offset, &ignored);
     }
 }
 
-int ml__config_load(ml_config *cfg, const char *(*getter)(const char *name), char *err,
-                    size_t errcap)
+/* The value of `name` in an environment block: the first entry "name=...", as getenv does. */
+static const char *env_value(char *const *env, const char *name)
+{
+    size_t len = strlen(name);
+    for (; env != NULL && *env != NULL; env++)
+        if (strncmp(*env, name, len) == 0 && (*env)[len] == '=') return *env + len + 1;
+    return NULL;
+}
+
+/* Exactly one of getter and env is used: getter when it is not NULL. */
+static int load(ml_config *cfg, const char *(*getter)(const char *name), char *const *env,
+                char *err, size_t errcap)
 {
     ml__config_defaults(cfg);
     for (size_t i = 0; i < ml__option_count; i++) {
         const ml_option *o = &ml__options[i];
-        const char *text = getter(o->env);
-        const char *expected;
+        const char *text = getter != NULL ? getter(o->env) : env_value(env, o->env);
+        ml_buf b = {err, errcap - 1, 0, 0};
         if (text == NULL) continue;
-        if (o->parse(text, (char *)cfg + o->offset, &expected) != 0) {
-            ml_buf b = {err, errcap - 1, 0, 0};
-            ml__buf_str(&b, "memlimits: ");
-            ml__buf_str(&b, o->env);
-            ml__buf_str(&b, "='");
-            ml__buf_str(&b, text);
-            ml__buf_str(&b, "': expected ");
-            ml__buf_str(&b, expected);
+        ml__buf_str(&b, "memlimits: ");
+        if (ml__option_parse(o, text, cfg, o->env, "=", &b) != 0) {
             err[b.len] = '\0';
             return -1;
         }
     }
     return 0;
 }
+
+int ml__config_load(ml_config *cfg, const char *(*getter)(const char *name), char *err,
+                    size_t errcap)
+{
+    return load(cfg, getter, NULL, err, errcap);
+}
+
+/* Case-blind optimal-string-alignment distance (insertions, deletions, substitutions and
+ * swaps of neighbours, each costing 1) between a[0..n) and b, both cut at NAME_MAX_CMP. */
+enum { NAME_MAX_CMP = 48 };
+
+static unsigned name_distance(const char *a, size_t n, const char *b)
+{
+    unsigned rows[3][NAME_MAX_CMP + 1]; /* the rows of i-2, i-1 and i */
+    size_t m = ML_MIN(strlen(b), (size_t)NAME_MAX_CMP);
+    n = ML_MIN(n, (size_t)NAME_MAX_CMP);
+    for (size_t j = 0; j <= m; j++)
+        rows[0][j] = (unsigned)j;
+    for (size_t i = 1; i <= n; i++) {
+        unsigned *two = rows[(i + 1) % 3], *up = rows[(i + 2) % 3], *row = rows[i % 3];
+        char ca = (char)(a[i - 1] | 0x20);
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= m; j++) {
+            char cb = (char)(b[j - 1] | 0x20);
+            unsigned best = up[j - 1] + (ca != cb);
+            best = ML_MIN(best, up[j] + 1);
+            best = ML_MIN(best, row[j - 1] + 1);
+            if (i > 1 && j > 1 && ca == (char)(b[j - 2] | 0x20) && (char)(a[i - 2] | 0x20) == cb)
+                best = ML_MIN(best, two[j - 2] + 1);
+            row[j] = best;
+        }
+    }
+    return rows[n % 3][m];
+}
+
+static const char var_prefix[] = "MEMLIMITS_";
+
+/* Refuses the first MEMLIMITS_* name of env that is not a row, naming the closest row. */
+static int check_names(char *const *env, char *err, size_t errcap)
+{
+    const size_t plen = sizeof var_prefix - 1;
+    for (; env != NULL && *env != NULL; env++) {
+        const char *entry = *env;
+        if (strncmp(entry, var_prefix, plen) != 0) continue;
+        size_t len = strcspn(entry, "=");
+        const ml_option *closest = NULL;
+        unsigned best = ~0u;
+        for (size_t i = 0; i < ml__option_count; i++) {
+            const char *name = ml__options[i].env;
+            if (strlen(name) == len && strncmp(name, entry, len) == 0) {
+                closest = NULL;
+                break;
+            }
+            unsigned d = name_distance(entry + plen, len - plen, name + plen);
+            if (d < best) best = d, closest = &ml__options[i];
+        }
+        if (closest == NULL) continue;
+        ml_buf b = {err, errcap - 1, 0, 0};
+        ml__buf_str(&b, "memlimits: ");
+        escape_mem(&b, entry, len);
+        ml__buf_str(&b, "='");
+        ml__buf_escaped(&b, entry[len] == '=' ? entry + len + 1 : "");
+        ml__buf_str(&b, "': expected a known MEMLIMITS_* variable; did you mean ");
+        ml__buf_str(&b, closest->env);
+        ml__buf_str(&b, "?");
+        err[b.len] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+int ml__config_load_env(ml_config *cfg, char *const *env, char *err, size_t errcap)
+{
+    ml__config_defaults(cfg);
+    if (check_names(env, err, errcap) != 0) return -1;
+    return load(cfg, NULL, env, err, errcap);
+}
+
+/* ---- The verbose listing ----------------------------------------------------------------- */
+
+void ml__config_describe(const ml_config *cfg, const char *(*getter)(const char *name), ml_buf *b)
+{
+    for (size_t i = 0; i < ml__option_count; i++) {
+        const ml_option *o = &ml__options[i];
+        char value[600];
+        o->print((const char *)cfg + o->offset, value, sizeof value);
+        ml__buf_str(b, "memlimits:   ");
+        ml__buf_str(b, o->env);
+        ml__buf_str(b, "=");
+        ml__buf_escaped(b, value);
+        if (getter != NULL && getter(o->env) == NULL) ml__buf_str(b, "   # default");
+        ml__buf_str(b, "\n");
+    }
+}
+
+/* ---- Report paths ------------------------------------------------------------------------ */
+
+size_t ml__report_path_expand(const char *pattern, long pid, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *s = pattern; *s != '\0'; s++) {
+        char digits[24];
+        ml_buf piece = ML_BUF_INIT(digits);
+        if (s[0] == '%' && s[1] == 'p') {
+            ml__buf_i64(&piece, pid);
+            s++;
+        } else {
+            ml__buf_mem(&piece, s, 1);
+            if (s[0] == '%' && s[1] == '%') s++;
+        }
+        for (size_t i = 0; i < piece.len; i++, n++)
+            if (n + 1 < cap) out[n] = digits[i];
+    }
+    if (cap > 0) out[ML_MIN(n, cap - 1)] = '\0';
+    return n;
+}
+
+/* ---- Identification ---------------------------------------------------------------------- */
+
+#ifndef ML_LAUNCHER
+/* Read by the launcher from the library's file, never by the program (hence `used`): it tells
+ * libmemlimits.so, and its version, from any other file without loading it. The launcher, which
+ * links this file too, leaves it out so as not to pass for the library itself. */
+__attribute__((used)) const char ml__library_ident[] =
+    ML_LIBRARY_IDENT_PREFIX MEMLIMITS_VERSION_STRING;
+#endif

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "fmt.h"
 
 /* Exit statuses of memlimits itself (README "Exit statuses"). */
 enum {
@@ -76,13 +77,51 @@ void ml__config_defaults(ml_config *cfg);
  * and writes "memlimits: MEMLIMITS_X='value': expected ..." (one line, no newline) to err. */
 int ml__config_load(ml_config *cfg, const char *(*getter)(const char *name), char *err,
                     size_t errcap);
+/* The same over an environment block (NULL-terminated "NAME=VALUE" strings, e.g. environ; NULL
+ * is empty), and first refuses every MEMLIMITS_* name that is not a row of the table: "memlimits:
+ * MEMLIMITS_HAEP='1M': expected ...; did you mean MEMLIMITS_HEAP?", naming the closest row by
+ * edit distance. Names without the underscore (MEMLIMIT_LIBRARY) are not ours. */
+int ml__config_load_env(ml_config *cfg, char *const *env, char *err, size_t errcap);
+/* Parses `text` into row o's field of cfg. On refusal returns -1, leaves cfg alone and appends
+ * to `why` one line (no newline): `name`, `sep`, the text quoted with its control characters
+ * escaped, and what was expected, e.g. "MEMLIMITS_HEAP='512': expected ..." (name o->env, sep
+ * "=") or "--heap '512': expected ..." (name o->flag, sep " "). */
+int ml__option_parse(const ml_option *o, const char *text, ml_config *cfg, const char *name,
+                     const char *sep, ml_buf *why);
+
+/* Appends MEMLIMITS_VERBOSE's listing of cfg to b, one line per row of the table:
+ *     "memlimits:   MEMLIMITS_HEAP=64M\n"
+ *     "memlimits:   MEMLIMITS_SEED=os   # default\n"     (getter returns NULL for it)
+ * Each value is what the row's parser accepts back to the same field (control characters,
+ * which only a report path can hold, are escaped and do not round-trip). */
+void ml__config_describe(const ml_config *cfg, const char *(*getter)(const char *name), ml_buf *b);
+
+/* Expands a report path: "%p" becomes pid, "%%" becomes "%", any other character (a lone '%'
+ * included) is copied. Writes at most cap - 1 characters and a NUL when cap > 0, and returns the
+ * length of the whole expansion, as snprintf does: the result was cut when it is >= cap. */
+size_t ml__report_path_expand(const char *pattern, long pid, char *out, size_t cap);
+
+/* Appends text with its control characters escaped (\n, \t, \r, other bytes below 0x20 and
+ * 0x7f as \xNN), so that a message echoing user input stays one line. */
+void ml__buf_escaped(ml_buf *b, const char *text);
 
 /* The parsers. Each returns 0 and stores the value, or -1 with *expected describing what would
- * have been accepted; the field is left untouched on error. */
+ * have been accepted; the field is left untouched on error. ml__parse_signal refuses what no
+ * option may name: the fault signals (SEGV, BUS, FPE, ILL, TRAP) and numbers without a name
+ * (glibc's reserved 32 and 33); the wake-up signal also refuses KILL and STOP. */
 int ml__parse_size(const char *text, uint64_t *out, const char **expected);
 int ml__parse_action(const char *text, ml_action *out, const char **expected);
 int ml__parse_signal(const char *text, int *out, const char **expected);
-/* Signal name without "SIG" for a number, or NULL. */
+/* Signal name without "SIG" for a number, or NULL (real-time signals, unknown numbers). */
 const char *ml__signal_name(int sig);
+/* Appends a signal as ml__parse_signal accepts it back: "USR1", "RTMIN+2", or the number when
+ * it has no name. Never fails, whatever sig is. */
+void ml__buf_signal(ml_buf *b, int sig);
+
+/* libmemlimits.so carries ML_LIBRARY_IDENT_PREFIX followed by its version (MEMLIMITS_VERSION_
+ * STRING) and a NUL, as ml__library_ident; the launcher looks for it in the file before it
+ * preloads it. Defined in the library only (not when ML_LAUNCHER is defined). */
+#define ML_LIBRARY_IDENT_PREFIX "memlimits-library-ident "
+extern const char ml__library_ident[];
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "memlimits.h"
 #include "options.h"
 
 #define PYTHON "/usr/bin/python3" /* Debian's, not a pyenv shim (a shell script) */
@@ -117,9 +118,11 @@ static int file_exists(const char *path)
     return access(path, F_OK) == 0;
 }
 
-/* Runs `memlimit ARGS... -- touch MARKER` and checks the refusal: status 125, one line on
- * stderr starting with `prefix`, and the command not run. */
-static void refused(const char *const args[], const char *prefix)
+/* Runs `memlimit ARGS... -- touch MARKER` with `env` added to the environment and checks the
+ * refusal: status 125, one line on stderr starting with `prefix` (and holding `also`, unless
+ * NULL), and the command not run. */
+static void refused_in(const char *const args[], const char *const env[], const char *prefix,
+                       const char *also)
 {
     const char *dir = make_scratch();
     char *marker = path_in(dir, "ran");
@@ -132,16 +135,22 @@ static void refused(const char *const args[], const char *prefix)
     argv[n++] = "touch";
     argv[n++] = marker;
     argv[n] = NULL;
-    ml_child c = run(argv, NULL);
+    ml_child c = run(argv, env);
+    const char *what = args[0] != NULL ? args[0] : env[0];
     cr_expect(c.exited && c.status == ML_EXIT_CONFIG, "%s %s: status %d (signal %d), want 125",
-              args[0], args[1] ? args[1] : "", c.status, c.signal);
-    cr_expect_eq(count_lines(c.err), 1, "%s: want one line, got: %s", args[0], c.err);
+              what, args[0] && args[1] ? args[1] : "", c.status, c.signal);
+    cr_expect_eq(count_lines(c.err), 1, "%s: want one line, got: %s", what, c.err);
     cr_expect(strncmp(c.err, prefix, strlen(prefix)) == 0, "want '%s...', got: %s", prefix, c.err);
-    cr_expect_not(file_exists(marker), "%s: the command ran although the launcher refused",
-                  args[0]);
+    if (also != NULL) cr_expect(strstr(c.err, also) != NULL, "want '%s' in: %s", also, c.err);
+    cr_expect_not(file_exists(marker), "%s: the command ran although the launcher refused", what);
     ml_child_free(&c);
     free(marker);
     remove_scratch();
+}
+
+static void refused(const char *const args[], const char *prefix)
+{
+    refused_in(args, NULL, prefix, NULL);
 }
 
 /* ---- A heap cap on python3 --------------------------------------------------------------- */
@@ -434,6 +443,162 @@ Test(launcher, a_bad_variable_in_the_environment_is_refused_with_125)
     remove_scratch();
 }
 
+Test(launcher, unusable_wake_signals_are_refused_before_anything_runs)
+{
+    /* Before: --signal 32 --verbose ran the command, which crashed before main printing the
+     * configuration (32 has no name). */
+    static const char *const bad[] = {"32",  "33", "SEGV", "SIGBUS", "8",
+                                      "ILL", "5",  "STOP", "SIGKILL"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "memlimit: --signal '%s': expected ", bad[i]);
+        const char *args[] = {"--verbose", "--signal", bad[i], NULL};
+        refused(args, prefix);
+    }
+    const char *verbose[] = {"--verbose", NULL};
+    const char *env[] = {"MEMLIMITS_SIGNAL=33", NULL};
+    refused_in(verbose, env, "memlimit: in the environment: MEMLIMITS_SIGNAL='33': expected ",
+               NULL);
+    const char *action[] = {"--on-heap", "signal:SEGV", NULL};
+    refused(action, "memlimit: --on-heap 'signal:SEGV': expected ");
+}
+
+Test(launcher, unknown_memlimits_variable_in_the_environment_is_refused)
+{
+    const char *none[] = {NULL};
+    const char *typo[] = {"MEMLIMITS_HAEP=1M", NULL};
+    refused_in(none, typo, "memlimit: in the environment: MEMLIMITS_HAEP='1M': expected ",
+               "did you mean MEMLIMITS_HEAP?");
+    const char *with_options[] = {"--heap", "1G", NULL};
+    const char *lower[] = {"MEMLIMITS_on_alloc=abort", NULL};
+    refused_in(with_options, lower,
+               "memlimit: in the environment: MEMLIMITS_on_alloc='abort': expected ",
+               "did you mean MEMLIMITS_ON_ALLOC?");
+    /* Not ours: MEMLIMIT_LIBRARY (the launcher's own) and names without the underscore. */
+    char *library, target[PATH_MAX], value[PATH_MAX];
+    cr_assert_geq(asprintf(&library, "MEMLIMIT_LIBRARY=%s", ml_test_lib()), 0);
+    snprintf(target, sizeof target, "%s", ml_test_target("launcher_env"));
+    const char *env[] = {library, "MEMLIMITSX=1", NULL};
+    const char *argv[] = {ML_TEST_LAUNCHER, "--", target, "MEMLIMITSX", NULL};
+    ml_child c = run(argv, env);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    cr_expect_str_eq(line_value(c.out, "ACTIVE", value, sizeof value), "1", "%s", c.out);
+    ml_child_free(&c);
+    free(library);
+}
+
+Test(launcher, a_library_that_is_not_libmemlimits_is_refused_before_anything_runs)
+{
+    const char *dir = make_scratch();
+    /* The identification text in a file that is not a shared library. */
+    char *text_file = path_in(dir, "libmemlimits.so");
+    FILE *f = fopen(text_file, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "memlimits-library-ident %s", ML_TEST_VERSION);
+    fputc('\0', f);
+    fclose(f);
+    static const char jemalloc[] = "/usr/lib/" ML_TEST_MULTIARCH "/libjemalloc.so.2";
+    const struct {
+        const char *path, *also;
+    } cases[] = {
+        {"/etc/passwd", "not an ELF"},   {ML_TEST_MARKER_LIB, "not libmemlimits"},
+        {ML_TEST_FOREIGN_LIB, "99.0.0"}, {ML_TEST_LAUNCHER, "not libmemlimits"},
+        {text_file, "not an ELF"},       {jemalloc, "not libmemlimits"},
+    };
+    char *texts[6];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        texts[i] = NULL;
+        if (!file_exists(cases[i].path)) continue; /* jemalloc's shared library is optional */
+        char prefix[PATH_MAX + 64];
+        snprintf(prefix, sizeof prefix, "memlimit: MEMLIMIT_LIBRARY='%s': ", cases[i].path);
+        cr_assert_geq(asprintf(&texts[i], "MEMLIMIT_LIBRARY=%s", cases[i].path), 0);
+        const char *env[] = {texts[i], NULL};
+        const char *args[] = {"--heap", "1M", NULL};
+        refused_in(args, env, prefix, cases[i].also);
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        free(texts[i]);
+    free(text_file);
+    remove_scratch();
+}
+
+Test(launcher, header_version_is_the_project_version)
+{
+    /* The library identifies itself with MEMLIMITS_VERSION_STRING; the launcher checks it. */
+    cr_assert_str_eq(MEMLIMITS_VERSION_STRING, ML_TEST_VERSION);
+}
+
+Test(launcher, control_characters_are_escaped_in_every_message)
+{
+    const char *value[] = {"--heap=1\n2", NULL};
+    refused(value, "memlimit: --heap '1\\n2': expected ");
+    const char *separate[] = {"--on-alloc", "exit:\t1", NULL};
+    refused(separate, "memlimit: --on-alloc 'exit:\\t1': expected ");
+    const char *option[] = {"--he\x01p=1M", NULL};
+    refused(option, "memlimit: unknown option '--he\\x01p=1M'");
+    const char *report[] = {"--report=/nonexistent/a\nb", NULL};
+    refused(report, "memlimit: --report '/nonexistent/a\\nb': cannot open");
+    const char *none[] = {NULL};
+    const char *variable[] = {"MEMLIMITS_ON_HEAP=abort\n", NULL};
+    refused_in(none, variable, "memlimit: in the environment: MEMLIMITS_ON_HEAP='abort\\n'", NULL);
+    const char *library[] = {"MEMLIMIT_LIBRARY=/nonexistent/a\nb.so", NULL};
+    refused_in(none, library, "memlimit: MEMLIMIT_LIBRARY='/nonexistent/a\\nb.so': ", NULL);
+
+    const char *command[] = {ML_TEST_LAUNCHER, "--", "ml-no\nsuch", NULL};
+    ml_child c = run(command, NULL);
+    cr_expect(c.exited && c.status == ML_EXIT_NOT_FOUND, "status %d", c.status);
+    cr_expect_str_eq(c.err, "memlimit: cannot run 'ml-no\\nsuch': No such file or directory\n");
+    ml_child_free(&c);
+}
+
+Test(launcher, a_report_keyword_after_a_bare_report_is_refused_with_a_hint)
+{
+    /* Before: "--report json -- cmd" reported to stderr and ran a command named json. */
+    static const char *const words[] = {"json", "stderr", "1", "0", "json:/tmp/r.json"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "memlimit: --report '%s': expected --report=%s", words[i],
+                 words[i]);
+        const char *args[] = {"--report", words[i], NULL};
+        refused(args, prefix);
+    }
+    const char *verbose[] = {"--verbose", "1", NULL};
+    refused(verbose, "memlimit: --verbose '1': expected --verbose=1");
+
+    /* Any other word is the command; "--" makes a keyword one too. */
+    const char *cmd[] = {ML_TEST_LAUNCHER, "--report", "false", NULL};
+    ml_child c = run(cmd, NULL);
+    cr_expect(c.exited && c.status == 1, "status %d: %s", c.status, c.err);
+    cr_expect(strstr(c.err, "memlimits report (exit)") != NULL, "%s", c.err);
+    ml_child_free(&c);
+    const char *dashes[] = {ML_TEST_LAUNCHER, "--report", "--", "json", NULL};
+    c = run(dashes, NULL);
+    cr_expect(c.exited && c.status == ML_EXIT_NOT_FOUND, "status %d: %s", c.status, c.err);
+    cr_expect_str_eq(c.err, "memlimit: cannot run 'json': No such file or directory\n");
+    ml_child_free(&c);
+}
+
+Test(launcher, limit_size_without_unit_is_refused_with_a_suggestion)
+{
+    const char *heap[] = {"--heap", "512", NULL};
+    refused_in(heap, NULL, "memlimit: --heap '512': expected ", "512M");
+    refused_in(heap, NULL, "memlimit: --heap '512': expected ", "512B");
+    const char *none[] = {NULL};
+    const char *env[] = {"MEMLIMITS_ALLOC=4096", NULL};
+    refused_in(none, env, "memlimit: in the environment: MEMLIMITS_ALLOC='4096': expected ",
+               "4096B");
+
+    char target[PATH_MAX], value[64];
+    snprintf(target, sizeof target, "%s", ml_test_target("launcher_env"));
+    const char *argv[] = {ML_TEST_LAUNCHER, "--heap=512B",    "--sample",         "512", "--",
+                          target,           "MEMLIMITS_HEAP", "MEMLIMITS_SAMPLE", NULL};
+    ml_child c = run(argv, NULL);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    cr_expect_str_eq(line_value(c.out, "MEMLIMITS_HEAP", value, sizeof value), "512B");
+    cr_expect_str_eq(line_value(c.out, "MEMLIMITS_SAMPLE", value, sizeof value), "512");
+    ml_child_free(&c);
+}
+
 Test(launcher, a_missing_command_exits_127)
 {
     const char *byname[] = {ML_TEST_LAUNCHER, "--heap", "1G", "--", "ml-no-such-command", NULL};
@@ -567,8 +732,10 @@ Test(launcher, help_lists_every_option_of_the_table)
         cr_expect(strstr(c.out, o->env) != NULL, "--help lacks %s", o->env);
         cr_expect(strstr(c.out, o->metavar) != NULL, "--help lacks %s", o->metavar);
     }
-    static const char *const own[] = {"--json", "--help", "--version",       "125",
-                                      "126",    "127",    "MEMLIMIT_LIBRARY"};
+    static const char *const own[] = {"--json", "--help", "--version", "125", "126", "127",
+                                      "MEMLIMIT_LIBRARY",
+                                      /* the grammar of sizes and of --report */
+                                      "B for bytes", "none", "--report=json"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         cr_expect(strstr(c.out, own[i]) != NULL, "--help lacks %s", own[i]);
     const char *line = c.out;

@@ -7,26 +7,35 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "inspect.h"
+#include "memlimits.h"
 #include "options.h"
 
 #ifndef ML_VERSION
 #define ML_VERSION "unknown"
 #endif
 
+extern char **environ;
+
 /* Table flags whose value may be left out, and what the bare flag means. These take a value only
- * in the "--flag=VALUE" form, so that a bare flag never swallows the command after it. */
+ * in the "--flag=VALUE" form, so that a bare flag never swallows the command after it. A bare
+ * flag followed by one of its keywords ("--report json") is refused: the user meant
+ * "--report=json", not a command named json. A keyword ending in '*' is a prefix. */
 static const struct {
     const char *flag, *bare;
+    const char *const *keywords;
 } optional_values[] = {
-    {"--report", "stderr"},
-    {"--verbose", "1"},
+    {"--report", "stderr", (const char *const[]){"0", "1", "stderr", "json", "json:*", NULL}},
+    {"--verbose", "1", (const char *const[]){"0", "1", NULL}},
 };
 
 /* What the command line asked for: per row of ml__options[], the text given or NULL. */
@@ -36,39 +45,60 @@ typedef struct request {
     char **command;
 } request;
 
+/* Writes "memlimit: MESSAGE" as one line on stderr. Every message of the launcher goes through
+ * here, and the values it echoes (options, paths, commands) are the user's: their control
+ * characters are escaped, so that a message is always one line. */
+static void vsay(const char *format, va_list ap)
+{
+    char line[2 * PATH_MAX + 1024], shown[4 * sizeof line + 16];
+    ml_buf b = ML_BUF_INIT(shown);
+    vsnprintf(line, sizeof line, format, ap);
+    ml__buf_str(&b, "memlimit: ");
+    ml__buf_escaped(&b, line);
+    fprintf(stderr, "%.*s\n", (int)b.len, shown);
+}
+
+static __attribute__((format(printf, 1, 2))) void say(const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    vsay(format, ap);
+    va_end(ap);
+}
+
 static ML_COLD __attribute__((noreturn, format(printf, 2, 3))) void die(int status,
                                                                         const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    fputs("memlimit: ", stderr);
-    vfprintf(stderr, format, ap);
-    fputc('\n', stderr);
+    vsay(format, ap);
     va_end(ap);
     exit(status);
 }
 
-/* A value echoed in a message, with control characters shown as '?' so that the message
- * stays on one line. Returns a static buffer. */
-static const char *shown(const char *text)
+static int optional_row(const char *flag)
 {
-    static char buf[256];
-    size_t i;
-    for (i = 0; text[i] != '\0' && i < sizeof buf - 4; i++)
-        buf[i] = (unsigned char)text[i] < 0x20 ? '?' : text[i];
-    if (text[i] != '\0') {
-        memcpy(buf + i, "...", 3);
-        i += 3;
-    }
-    buf[i] = '\0';
-    return buf;
+    for (size_t i = 0; i < sizeof optional_values / sizeof optional_values[0]; i++)
+        if (strcmp(optional_values[i].flag, flag) == 0) return (int)i;
+    return -1;
 }
 
 static const char *bare_value(const char *flag)
 {
-    for (size_t i = 0; i < sizeof optional_values / sizeof optional_values[0]; i++)
-        if (strcmp(optional_values[i].flag, flag) == 0) return optional_values[i].bare;
-    return NULL;
+    int i = optional_row(flag);
+    return i >= 0 ? optional_values[i].bare : NULL;
+}
+
+/* Whether `word`, after a bare optional flag, is one of that flag's keywords. */
+static int is_keyword(const char *flag, const char *word)
+{
+    int i = optional_row(flag);
+    for (const char *const *k = i >= 0 ? optional_values[i].keywords : NULL; k && *k; k++) {
+        size_t len = strlen(*k);
+        if ((*k)[len - 1] == '*' ? strncmp(word, *k, len - 1) == 0 : strcmp(word, *k) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 static int row_of_flag(const char *name, size_t len)
@@ -126,8 +156,9 @@ static void print_help(void)
            "Run COMMAND with libmemlimits.so preloaded: a hard heap cap, an exact\n"
            "allocation budget and a report, for COMMAND and every process it starts.\n"
            "Each option sets the environment variable shown with it; its value follows\n"
-           "after '=' or as the next argument (options shown with [=...] take only the\n"
-           "'=' form).\n\n"
+           "after '=' or as the next argument. Options shown with [=...] take a value\n"
+           "only after '=' (--report=json); alone, they mean stderr and 1, and one\n"
+           "followed by a word that is one of its values (--report json) is refused.\n\n"
            "Options:\n");
     for (size_t i = 0; i < ml__option_count; i++) {
         const ml_option *o = &ml__options[i];
@@ -150,30 +181,119 @@ static void print_help(void)
     print_entry("-h, --help", "print this help and exit");
     print_entry("-V, --version", "print the version and the library found, and exit");
     printf("\n"
-           "SIZE is a byte count with an optional K, M, G or T suffix (powers of 1024).\n"
-           "ACTION is enomem, abort, exit:N or signal:NAME. In a report PATH, %%p stands\n"
-           "for the pid. Every process started under memlimit writes its own report; in a\n"
-           "file, each is appended with a single write (JSON: one line per report).\n\n"
+           "SIZE is a byte count with a K, M, G or T suffix (powers of 1024), or with\n"
+           "B for bytes (512B); a plain number of 64K or more is bytes too, one below\n"
+           "is refused as a forgotten suffix; none is no limit. BYTES is a byte count\n"
+           "that may be plain. ACTION is enomem, abort, exit:N or signal:NAME. SIGNAL\n"
+           "is a name (USR2, SIGUSR2, RTMIN+2) or a number, never SEGV, BUS, FPE, ILL,\n"
+           "TRAP or one without a name. In a report PATH, %%p stands for the pid and\n"
+           "%%%% for %%. Every process started under memlimit writes its own report; in a\n"
+           "file, each is appended with a single write (JSON: one line per report).\n"
+           "Any other MEMLIMITS_* variable in the environment is refused.\n\n"
            "Exit status: the status of COMMAND, or\n"
            "  %d  the allocation budget was exceeded (the default --on-alloc action)\n"
            "  %d  memlimit failed: invalid option or variable, no command, no library\n"
            "  %d  COMMAND was found but could not be run\n"
            "  %d  COMMAND was not found\n\n"
            "libmemlimits.so is found from the launcher's own location, in the build tree\n"
-           "or the install tree; MEMLIMIT_LIBRARY=PATH overrides. It is prepended to\n"
-           "LD_PRELOAD. Statically linked and set-user-ID programs cannot be preloaded:\n"
-           "memlimit warns and runs them without limits. See memlimit(1).\n",
-           ML_EXIT_ALLOC_BUDGET, ML_EXIT_CONFIG, ML_EXIT_CANNOT_EXEC, ML_EXIT_NOT_FOUND);
+           "or the install tree; MEMLIMIT_LIBRARY=PATH overrides. It must be a\n"
+           "libmemlimits.so of this version (%d.%d.x), and is prepended to LD_PRELOAD.\n"
+           "Statically linked and set-user-ID programs cannot be preloaded: memlimit\n"
+           "warns and runs them without limits. See memlimit(1).\n",
+           ML_EXIT_ALLOC_BUDGET, ML_EXIT_CONFIG, ML_EXIT_CANNOT_EXEC, ML_EXIT_NOT_FOUND,
+           MEMLIMITS_VERSION_MAJOR, MEMLIMITS_VERSION_MINOR);
+}
+
+/* ---- Is it libmemlimits.so? ------------------------------------------------------------- */
+
+/* The library's version from its identification text (ML_LIBRARY_IDENT_PREFIX "X.Y.Z" NUL),
+ * searched in the bytes [p, end); returns 0 and the version in out, or -1 if there is none. */
+static int find_ident(const char *p, const char *end, char *out, size_t cap)
+{
+    static const char prefix[] = ML_LIBRARY_IDENT_PREFIX;
+    const size_t plen = sizeof prefix - 1;
+    while ((p = memmem(p, (size_t)(end - p), prefix, plen)) != NULL) {
+        const char *v = p + plen, *s = v;
+        int dots = 0;
+        for (; s < end && ((*s >= '0' && *s <= '9') || *s == '.'); s++)
+            dots += *s == '.';
+        if (s < end && *s == '\0' && dots == 2 && s > v && v[0] != '.' && (size_t)(s - v) < cap) {
+            memcpy(out, v, (size_t)(s - v));
+            out[s - v] = '\0';
+            return 0;
+        }
+        p += plen;
+    }
+    return -1;
+}
+
+extern const ElfW(Ehdr) __ehdr_start; /* the launcher's own ELF header (GNU ld and lld) */
+
+/* Checks that the file at `path` is a libmemlimits.so this launcher can drive: an ELF shared
+ * object for the launcher's own class, byte order and machine, carrying the library's
+ * identification text with the launcher's major and minor version. The file is read, never
+ * loaded: dlopen would run its constructors, which read the configuration and act on it.
+ * Returns 0, or -1 with a reason (no "memlimit: " prefix) in why. */
+static int check_library(const char *path, char *why, size_t whycap)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, whycap, "cannot read it: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size;
+    const char *map =
+        size >= sizeof(ElfW(Ehdr)) ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close(fd);
+    const ElfW(Ehdr) *eh = (const void *)map;
+    int status = -1;
+    char version[32];
+    if (map == MAP_FAILED || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_type != ET_DYN) {
+        snprintf(why, whycap, "not an ELF shared library");
+    } else if (eh->e_ident[EI_CLASS] != __ehdr_start.e_ident[EI_CLASS] ||
+               eh->e_ident[EI_DATA] != __ehdr_start.e_ident[EI_DATA] ||
+               eh->e_machine != __ehdr_start.e_machine) {
+        snprintf(why, whycap, "an ELF shared library for another machine than memlimit's");
+    } else if (find_ident(map, map + size, version, sizeof version) != 0) {
+        snprintf(why, whycap,
+                 "not libmemlimits: an ELF shared library without memlimits' identification");
+    } else {
+        unsigned major = 0, minor = 0;
+        sscanf(version, "%u.%u", &major, &minor);
+        if (major != MEMLIMITS_VERSION_MAJOR || minor != MEMLIMITS_VERSION_MINOR)
+            snprintf(why, whycap, "libmemlimits %s, but this memlimit (%s) needs %d.%d.x", version,
+                     ML_VERSION, MEMLIMITS_VERSION_MAJOR, MEMLIMITS_VERSION_MINOR);
+        else
+            status = 0;
+    }
+    if (map != MAP_FAILED) munmap((void *)map, size);
+    return status;
+}
+
+/* Finds the library to preload and checks it (check_library), or ends with ML_EXIT_CONFIG. */
+static void find_library(char *library, size_t cap)
+{
+    char why[PATH_MAX + 256], reason[512];
+    if (ml_locate_library(library, cap, why, sizeof why) != 0) die(ML_EXIT_CONFIG, "%s", why);
+    if (check_library(library, reason, sizeof reason) == 0) return;
+    const char *override = getenv("MEMLIMIT_LIBRARY");
+    if (override != NULL && override[0] != '\0')
+        die(ML_EXIT_CONFIG, "MEMLIMIT_LIBRARY='%s': %s", override, reason);
+    die(ML_EXIT_CONFIG, "library '%s': %s", library, reason);
 }
 
 static void print_version(void)
 {
     char library[PATH_MAX], why[PATH_MAX + 256];
     printf("memlimit (memlimits) %s\n", ML_VERSION);
-    if (ml_locate_library(library, sizeof library, why, sizeof why) == 0)
-        printf("library: %s\n", library);
-    else
+    if (ml_locate_library(library, sizeof library, why, sizeof why) != 0)
         printf("library: not found: %s\n", why);
+    else if (check_library(library, why, sizeof why) != 0)
+        printf("library: %s: refused: %s\n", library, why);
+    else
+        printf("library: %s\n", library);
 }
 
 /* ---- Options ----------------------------------------------------------------------------- */
@@ -182,10 +302,13 @@ static void print_version(void)
 static void check_value(const ml_option *o, const char *text)
 {
     ml_config scratch;
-    const char *expected = "a valid value";
+    char line[2048];
+    ml_buf why = {line, sizeof line - 1, 0, 0};
     ml__config_defaults(&scratch);
-    if (o->parse(text, (char *)&scratch + o->offset, &expected) != 0)
-        die(ML_EXIT_CONFIG, "%s '%s': expected %s", o->flag, shown(text), expected);
+    if (ml__option_parse(o, text, &scratch, o->flag, " ", &why) != 0) {
+        line[why.len] = '\0';
+        die(ML_EXIT_CONFIG, "%s", line);
+    }
 }
 
 /* Reads options up to "--" or the first argument that is not one. --help and --version act at
@@ -216,9 +339,14 @@ static void parse_options(int argc, char **argv, request *rq)
         const char *eq = strchr(arg, '=');
         size_t len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
         int row = row_of_flag(arg, len);
-        if (row < 0) die(ML_EXIT_CONFIG, "unknown option '%s' (see memlimit --help)", shown(arg));
+        if (row < 0) die(ML_EXIT_CONFIG, "unknown option '%s' (see memlimit --help)", arg);
         const ml_option *o = &ml__options[row];
         const char *text = eq != NULL ? eq + 1 : bare_value(o->flag);
+        if (eq == NULL && text != NULL && i + 1 < argc && is_keyword(o->flag, argv[i + 1]))
+            die(ML_EXIT_CONFIG,
+                "%s '%s': expected %s=%s: a bare %s takes no separate value (put -- before a "
+                "command named %s)",
+                o->flag, argv[i + 1], o->flag, argv[i + 1], o->flag, argv[i + 1]);
         if (text == NULL) {
             if (i + 1 >= argc) die(ML_EXIT_CONFIG, "%s: missing %s", o->flag, o->metavar);
             text = argv[++i];
@@ -240,8 +368,7 @@ static void apply_json(request *rq, char *buf, size_t cap)
     ml__config_defaults(&scratch);
     ml__options[row].parse(text, (char *)&scratch + ml__options[row].offset, &expected);
     if (scratch.report.kind == ML_REPORT_OFF)
-        die(ML_EXIT_CONFIG, "--json asks for a report, but --report '%s' turns it off",
-            shown(text));
+        die(ML_EXIT_CONFIG, "--json asks for a report, but --report '%s' turns it off", text);
     if (scratch.report.path[0] == '\0')
         snprintf(buf, cap, "json");
     else
@@ -249,13 +376,9 @@ static void apply_json(request *rq, char *buf, size_t cap)
     rq->value[row] = buf;
 }
 
-static const char *getenv_const(const char *name)
-{
-    return getenv(name);
-}
-
 /* Sets the variables the options gave and LD_PRELOAD, then checks the whole configuration the
- * library will read (the user's own MEMLIMITS_* included) with the library's loader. */
+ * library will read (the user's own MEMLIMITS_* included, and any unknown MEMLIMITS_* name)
+ * with the library's loader. */
 static ml_config export_environment(const request *rq, const char *library)
 {
     for (size_t i = 0; i < ml__option_count; i++)
@@ -276,7 +399,7 @@ static ml_config export_environment(const request *rq, const char *library)
 
     ml_config cfg;
     char err[1024];
-    if (ml__config_load(&cfg, getenv_const, err, sizeof err) != 0) {
+    if (ml__config_load_env(&cfg, environ, err, sizeof err) != 0) {
         const char *line = strncmp(err, "memlimits: ", 11) == 0 ? err + 11 : err;
         die(ML_EXIT_CONFIG, "in the environment: %s", line);
     }
@@ -288,34 +411,25 @@ static ml_config export_environment(const request *rq, const char *library)
 static void check_report_path(const ml_config *cfg, const request *rq)
 {
     if (cfg->report.kind == ML_REPORT_OFF || cfg->report.path[0] == '\0') return;
+    int row = row_of_env("MEMLIMITS_REPORT");
+    const char *name = row >= 0 && rq->value[row] != NULL ? "--report" : "MEMLIMITS_REPORT";
     char path[PATH_MAX];
-    size_t n = 0;
-    for (const char *s = cfg->report.path; *s != '\0' && n < sizeof path - 24; s++) {
-        if (s[0] == '%' && s[1] == 'p') {
-            n += (size_t)snprintf(path + n, sizeof path - n, "%d", (int)getpid());
-            s++;
-        } else {
-            if (s[0] == '%' && s[1] == '%') s++;
-            path[n++] = *s;
-        }
-    }
-    path[n] = '\0';
+    if (ml__report_path_expand(cfg->report.path, (long)getpid(), path, sizeof path) >= sizeof path)
+        die(ML_EXIT_CONFIG, "%s '%s': the path is too long once %%p is expanded", name,
+            cfg->report.path);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
         close(fd);
         return;
     }
-    const char *reason = strerror(errno);
-    int row = row_of_env("MEMLIMITS_REPORT");
-    int from_flag = row >= 0 && rq->value[row] != NULL;
-    die(ML_EXIT_CONFIG, "%s '%s': cannot open for appending: %s",
-        from_flag ? "--report" : "MEMLIMITS_REPORT", shown(cfg->report.path), reason);
+    die(ML_EXIT_CONFIG, "%s '%s': cannot open for appending: %s", name, cfg->report.path,
+        strerror(errno));
 }
 
 int main(int argc, char **argv)
 {
     request rq = {0};
-    char json_value[600], library[PATH_MAX], why[PATH_MAX + 256], resolved[PATH_MAX];
+    char json_value[600], library[PATH_MAX], resolved[PATH_MAX];
 
     rq.value = calloc(ml__option_count, sizeof *rq.value);
     if (rq.value == NULL) die(ML_EXIT_CONFIG, "out of memory");
@@ -323,8 +437,7 @@ int main(int argc, char **argv)
     if (rq.command[0] == NULL)
         die(ML_EXIT_CONFIG, "no command given (usage: memlimit [OPTIONS] [--] COMMAND [ARGS...])");
     apply_json(&rq, json_value, sizeof json_value);
-    if (ml_locate_library(library, sizeof library, why, sizeof why) != 0)
-        die(ML_EXIT_CONFIG, "%s", why);
+    find_library(library, sizeof library);
     ml_config cfg = export_environment(&rq, library);
 
     const char *command = rq.command[0];
@@ -332,11 +445,10 @@ int main(int argc, char **argv)
         check_report_path(&cfg, &rq);
         ml_warn_unpreloadable(resolved, library);
     }
-    if (cfg.verbose)
-        fprintf(stderr, "memlimit: LD_PRELOAD=%s; running %s\n", getenv("LD_PRELOAD"), command);
+    if (cfg.verbose) say("LD_PRELOAD=%s; running %s", getenv("LD_PRELOAD"), command);
     fflush(stderr);
 
     execvp(command, rq.command);
     int status = errno == ENOENT || errno == ENOTDIR ? ML_EXIT_NOT_FOUND : ML_EXIT_CANNOT_EXEC;
-    die(status, "cannot run '%s': %s", shown(command), strerror(errno));
+    die(status, "cannot run '%s': %s", command, strerror(errno));
 }
