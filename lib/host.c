@@ -50,6 +50,11 @@ int ml__gettid(void)
     return (int)syscall(SYS_gettid);
 }
 
+char *const *ml__environment(void)
+{
+    return environ;
+}
+
 const char *ml__getenv(const char *name)
 {
     size_t len = strlen(name);

@@ -67,6 +67,9 @@ uint64_t ml__now_ns(void);
 uint64_t ml__os_entropy(void);
 /* The kernel thread id of the caller. */
 int ml__gettid(void);
+/* The process's environment (environ), for parsing MEMLIMITS_*; safe before libc is
+ * initialised. */
+char *const *ml__environment(void);
 /* getenv over the environ the process started with; safe before libc is initialised. */
 const char *ml__getenv(const char *name);
 /* The system page size, cached. */

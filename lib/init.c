@@ -72,23 +72,14 @@ static void print_config(void)
     ml__buf_str(&b, "memlimits: active in pid ");
     ml__buf_u64(&b, (uint64_t)getpid());
     ml__buf_str(&b, "; effective configuration:\n");
-    for (size_t i = 0; i < ml__option_count; i++) {
-        const ml_option *o = &ml__options[i];
-        char value[600];
-        o->print((const char *)&config + o->offset, value, sizeof value);
-        ml__buf_str(&b, "memlimits:   ");
-        ml__buf_str(&b, o->env);
-        ml__buf_str(&b, "=");
-        ml__buf_str(&b, value);
-        ml__buf_str(&b, ml__getenv(o->env) ? "\n" : " (default)\n");
-    }
+    ml__config_describe(&config, ml__getenv, &b);
     ml__buf_flush(&b, STDERR_FILENO);
 }
 
 static void init_once(void)
 {
     char err[1024];
-    if (ml__config_load(&config, ml__getenv, err, sizeof err) != 0) fatal(err);
+    if (ml__config_load_env(&config, ml__environment(), err, sizeof err) != 0) fatal(err);
     if (ml__report_setup(&config, err, sizeof err) != 0) fatal(err);
     if (ml__thread_setup_key(&thread_hooks) != 0) fatal("memlimits: cannot create a pthread key");
     if (ml__host_jemalloc_init() != 0)

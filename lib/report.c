@@ -76,29 +76,14 @@ void ml__report_announce(ml_limit_kind kind, uint32_t thread, uint64_t allocatio
     ml__buf_flush(&b, STDERR_FILENO);
 }
 
-/* Expands "%p" to the pid and "%%" to "%". */
-static void expand_path(const char *path, char *out, size_t cap)
-{
-    ml_buf b = {out, cap - 1, 0, 0};
-    for (const char *s = path; *s != '\0'; s++) {
-        if (s[0] == '%' && s[1] == 'p') {
-            ml__buf_u64(&b, (uint64_t)getpid());
-            s++;
-        } else if (s[0] == '%' && s[1] == '%') {
-            ml__buf_mem(&b, "%", 1);
-            s++;
-        } else {
-            ml__buf_mem(&b, s, 1);
-        }
-    }
-    out[b.len] = '\0';
-}
-
 static int open_report(const ml_report_spec *spec)
 {
     char path[1024];
     if (spec->path[0] == '\0') return STDERR_FILENO;
-    expand_path(spec->path, path, sizeof path);
+    if (ml__report_path_expand(spec->path, (long)getpid(), path, sizeof path) >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
@@ -114,7 +99,7 @@ int ml__report_setup(const ml_config *cfg, char *err, size_t errcap)
     }
     ml_buf b = {err, errcap - 1, 0, 0};
     ml__buf_str(&b, "memlimits: MEMLIMITS_REPORT='");
-    ml__buf_str(&b, cfg->report.path);
+    ml__buf_escaped(&b, cfg->report.path);
     ml__buf_str(&b, "': cannot open for appending: ");
     ml__buf_str(&b, strerror(errno));
     err[b.len] = '\0';
