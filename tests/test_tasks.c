@@ -1,9 +1,10 @@
 /* Tasks (lib/task.c, lib/token.c, lib/wake.c): ml_run under allocation, global-memory and token
  * limits, masking, ML_UNWIND and cleanups, ml_with_resource, ML_WAKE and the wake-up signal,
- * threads, misuse. Each scenario runs in a child process: tests/targets/tasks_scenarios, linked
- * with -lmemlimits so that the library owns malloc without LD_PRELOAD; it prints "ok NAME" or
- * "FAIL NAME: line N: why". What needs no owned malloc (ml_strstatus, refusals when memlimits is
- * not active, which is the case in this Criterion binary) is checked in-process. */
+ * threads, misuse. Each scenario runs in a child process, in the target program of its concern
+ * (tests/targets/tasks_CONCERN.c, linked with -lmemlimits so that the library owns malloc
+ * without LD_PRELOAD); it prints "ok NAME" or "FAIL NAME: line N: why". What needs no owned malloc
+ * (ml_strstatus, refusals when memlimits is not active, which is the case in this Criterion binary)
+ * is checked in-process. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -13,11 +14,12 @@
 #include "child.h"
 #include "memlimits.h"
 
-/* Runs one scenario (with extra environment `env`, may be NULL) and expects "ok NAME", exit 0. */
-static void expect_scenario_env(const char *name, const char *const env[])
+/* Runs scenario `name` of target program `program` (with extra environment `env`, may be NULL)
+ * and expects "ok NAME", exit 0. */
+static void expect_scenario_env(const char *program, const char *name, const char *const env[])
 {
     char target[4096];
-    snprintf(target, sizeof target, "%s", ml_test_target("tasks_scenarios"));
+    snprintf(target, sizeof target, "%s", ml_test_target(program));
     const char *argv[] = {target, name, NULL};
     ml_child c;
     cr_assert_eq(ml_child_run(argv, env, 0, NULL, 120, &c), 0, "cannot start %s", target);
@@ -31,99 +33,95 @@ static void expect_scenario_env(const char *name, const char *const env[])
     ml_child_free(&c);
 }
 
-static void expect_scenario(const char *name)
-{
-    expect_scenario_env(name, NULL);
-}
-
-#define SCENARIO(name)                                                                             \
+/* A test of the tasks suite named after its scenario, run in tests/targets/tasks_CONCERN. */
+#define SCENARIO(concern, name)                                                                    \
     Test(tasks, name)                                                                              \
     {                                                                                              \
-        expect_scenario(#name);                                                                    \
+        expect_scenario_env("tasks_" #concern, #name, NULL);                                       \
     }
 
 /* Allocation limits: exact, refusal at the crossing allocation, nested tasks. */
-SCENARIO(allocation_limit_exact)
-SCENARIO(allocation_limit_crossing_is_refused)
-SCENARIO(allocation_limit_counts_calloc_and_realloc)
-SCENARIO(allocation_limit_zero_byte_counts_zero)
-SCENARIO(nested_inner_limit_does_not_extend_outer)
-SCENARIO(nested_allocations_count_against_every_limit)
-SCENARIO(nested_enclosing_interrupt_interrupts_inner)
+SCENARIO(allocation, allocation_limit_exact)
+SCENARIO(allocation, allocation_limit_crossing_is_refused)
+SCENARIO(allocation, allocation_limit_counts_calloc_and_realloc)
+SCENARIO(allocation, allocation_limit_zero_byte_counts_zero)
+SCENARIO(allocation, nested_inner_limit_does_not_extend_outer)
+SCENARIO(allocation, nested_allocations_count_against_every_limit)
+SCENARIO(allocation, nested_enclosing_interrupt_interrupts_inner)
 
 /* Masking. */
-SCENARIO(mask_nests_and_defers_delivery)
-SCENARIO(mask_unmask_without_mask_is_no_op)
+SCENARIO(masking, mask_nests_and_defers_delivery)
+SCENARIO(masking, mask_unmask_without_mask_is_no_op)
 
 /* ML_UNWIND, ml_check and cleanups. */
-SCENARIO(unwind_runs_cleanups_innermost_first_once)
-SCENARIO(unwind_libc_allocations_get_enomem)
-SCENARIO(unwind_loader_allocations_get_enomem)
-SCENARIO(check_unwinds_in_enomem_mode)
-SCENARIO(unwind_stops_at_innermost_task)
-SCENARIO(cleanup_pop_executes_masked_or_drops)
+SCENARIO(unwind, unwind_runs_cleanups_innermost_first_once)
+SCENARIO(unwind, unwind_libc_allocations_get_enomem)
+SCENARIO(unwind, unwind_loader_allocations_get_enomem)
+SCENARIO(unwind, check_unwinds_in_enomem_mode)
+SCENARIO(unwind, unwind_stops_at_innermost_task)
+SCENARIO(unwind, cleanup_pop_executes_masked_or_drops)
 
 /* ml_with_resource. */
-SCENARIO(resource_masked_acquire_and_release)
-SCENARIO(resource_release_once_on_unwind)
-SCENARIO(resource_release_once_on_check_unwind)
-SCENARIO(resource_release_on_return)
-SCENARIO(resource_acquire_failure_and_null_callbacks)
-SCENARIO(resource_nested_release_innermost_first)
+SCENARIO(masking, resource_masked_acquire_and_release)
+SCENARIO(masking, resource_release_once_on_unwind)
+SCENARIO(masking, resource_release_once_on_check_unwind)
+SCENARIO(masking, resource_release_on_return)
+SCENARIO(masking, resource_acquire_failure_and_null_callbacks)
+SCENARIO(masking, resource_nested_release_innermost_first)
 
 /* Tokens. */
-SCENARIO(token_set_from_other_thread_stops_task)
-SCENARIO(token_set_from_signal_handler_stops_task)
-SCENARIO(token_set_before_start_interrupts_at_once)
-SCENARIO(token_shared_by_threads_stops_all)
-SCENARIO(token_destroyed_is_refused_safely)
-SCENARIO(token_destroyed_during_task_no_longer_interrupts)
+SCENARIO(tokens, token_set_from_other_thread_stops_task)
+SCENARIO(tokens, token_set_from_signal_handler_stops_task)
+SCENARIO(tokens, token_set_before_start_interrupts_at_once)
+SCENARIO(tokens, token_shared_by_threads_stops_all)
+SCENARIO(tokens, token_destroyed_is_refused_safely)
+SCENARIO(tokens, token_destroyed_during_task_no_longer_interrupts)
 
 /* ML_WAKE and the wake-up signal. */
-SCENARIO(wake_read_returns_eintr)
-SCENARIO(wake_poll_returns_eintr)
-SCENARIO(wake_nanosleep_returns_eintr)
-SCENARIO(wake_only_tasks_that_asked)
-SCENARIO(wake_default_signal_skips_program_handlers)
+SCENARIO(wake, wake_read_returns_eintr)
+SCENARIO(wake, wake_poll_returns_eintr)
+SCENARIO(wake, wake_nanosleep_returns_eintr)
+SCENARIO(wake, wake_only_tasks_that_asked)
+SCENARIO(wake, wake_default_signal_skips_program_handlers)
 
 Test(tasks, wake_signal_program_handler_refused)
 {
     const char *env[] = {"MEMLIMITS_SIGNAL=USR2", NULL};
-    expect_scenario_env("wake_signal_program_handler_refused", env);
+    expect_scenario_env("tasks_wake", "wake_signal_program_handler_refused", env);
 }
 
 Test(tasks, wake_signal_configured_and_taken_over)
 {
     const char *env[] = {"MEMLIMITS_SIGNAL=USR2", NULL};
-    expect_scenario_env("wake_signal_configured_and_taken_over", env);
+    expect_scenario_env("tasks_wake", "wake_signal_configured_and_taken_over", env);
 }
 
 /* The global memory limit. */
-SCENARIO(global_limit_interrupts_within_256k)
-SCENARIO(global_limit_interrupts_every_thread)
+SCENARIO(global, global_limit_interrupts_within_256k)
+SCENARIO(global, global_limit_interrupts_every_thread)
 
 Test(tasks, global_limit_from_environment)
 {
     const char *env[] = {"MEMLIMITS_GLOBAL=16M", NULL};
-    expect_scenario_env("global_limit_from_environment", env);
+    expect_scenario_env("tasks_global", "global_limit_from_environment", env);
 }
-SCENARIO(global_limit_wakes_blocked_task)
+SCENARIO(global, global_limit_wakes_blocked_task)
 
 /* Threads. */
-SCENARIO(threads_without_task_unaffected)
-SCENARIO(threads_created_in_task_do_not_inherit)
+SCENARIO(threads, threads_without_task_unaffected)
+SCENARIO(threads, threads_created_in_task_do_not_inherit)
 
 /* Failure injection: no memory for token slots or the waker thread. */
-SCENARIO(setup_out_of_memory_is_enomem)
+SCENARIO(tokens, setup_out_of_memory_is_enomem)
 
 /* Delivery never unwinds out of a signal handler. */
-SCENARIO(unwind_never_out_of_signal_handler)
+SCENARIO(unwind, unwind_never_out_of_signal_handler)
 
 /* A thread cancelled or exiting inside a task leaves nothing behind. */
-SCENARIO(threads_leaving_inside_a_task_leave_no_trace)
+SCENARIO(threads, threads_leaving_inside_a_task_leave_no_trace)
 
 /* Misuse, where memlimits owns malloc. */
-SCENARIO(misuse_is_refused)
+SCENARIO(allocation, misuse_is_refused)
 
 /* ---------------------------------------------------------------------------------------------
  * In-process: this binary links the engine's objects, but its malloc is glibc's. */
