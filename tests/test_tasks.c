@@ -7,6 +7,7 @@
  * is checked in-process. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,35 +196,75 @@ Test(tasks, polling_outside_tasks_is_harmless)
     ml_token_destroy(tok);
 }
 
+/* The header's status table, ML_STATUS_MAP, expanded here so that a status added to it is
+ * checked too: each status and its symbol (the table's strings are left out on purpose). */
+#define ML_STATUS_ROW(name, code, text) {name, #name},
+static const struct {
+    ml_status status;
+    const char *symbol;
+} status_map[] = {ML_STATUS_MAP(ML_STATUS_ROW)};
+#undef ML_STATUS_ROW
+#define STATUS_MAP_SIZE (sizeof status_map / sizeof status_map[0])
+
+/* ml_strstatus(value) for a value outside the table is `fallback`. */
+static void expect_fallback(int value, const char *fallback)
+{
+    for (size_t i = 0; i < STATUS_MAP_SIZE; i++)
+        if ((int)status_map[i].status == value) return; /* in the table */
+    const char *s = ml_strstatus((ml_status)value);
+    cr_assert_not_null(s, "status %d", value);
+    cr_assert_str_eq(s, fallback, "status %d, outside the table", value);
+}
+
+/* Not compared with the table's strings (that would only say they were copied): what the header
+ * promises of the names. Never NULL, a static string; for every status in the table a non-empty
+ * name of its own, distinct from every other and from the fallback for values outside the
+ * table, which says "unknown"; ML_OK's says success and no other does; non-negative codes say
+ * why a task ended, negative ones are the errors, the ML_E* statuses, and only they. */
 Test(tasks, strstatus_names_every_status)
 {
-    static const struct {
-        ml_status status;
-        const char *text;
-    } table[] = {
-        {ML_OK, "success"},
-        {ML_MEMORY_LIMIT, "the global memory limit was exceeded"},
-        {ML_ALLOCATION_LIMIT, "the task's allocation limit was exceeded"},
-        {ML_TOKEN, "the task's token was set"},
-        {ML_EINVAL, "invalid argument"},
-        {ML_ENOTACTIVE, "memlimits does not own malloc in this process"},
-        {ML_ESIGNAL, "the wake-up signal is unavailable: the program handles it"},
-        {ML_ENOMEM, "out of memory while setting up the task"},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        const char *s = ml_strstatus(table[i].status);
-        cr_assert_not_null(s, "status %d", (int)table[i].status);
-        cr_expect_str_eq(s, table[i].text, "status %d", (int)table[i].status);
+    int lowest = 0, highest = 0;
+    for (size_t i = 0; i < STATUS_MAP_SIZE; i++) {
+        lowest = (int)status_map[i].status < lowest ? (int)status_map[i].status : lowest;
+        highest = (int)status_map[i].status > highest ? (int)status_map[i].status : highest;
     }
-    /* the design's codes */
+
+    /* The fallback, from just above the table; every value outside it gives the same: from
+     * 1000 below the table to 1000 above it, and the extremes. */
+    const char *fallback = ml_strstatus((ml_status)(highest + 1));
+    cr_assert_not_null(fallback);
+    cr_expect_neq(fallback[0], '\0', "empty fallback");
+    cr_expect_not_null(strstr(fallback, "unknown"), "fallback \"%s\"", fallback);
+    for (int v = lowest - 1000; v <= highest + 1000; v++)
+        expect_fallback(v, fallback);
+    expect_fallback(1 << 30, fallback);
+    expect_fallback(INT_MAX, fallback);
+    expect_fallback(INT_MIN, fallback);
+
+    for (size_t i = 0; i < STATUS_MAP_SIZE; i++) {
+        ml_status status = status_map[i].status;
+        const char *symbol = status_map[i].symbol, *s = ml_strstatus(status);
+        cr_assert_not_null(s, "%s", symbol);
+        cr_expect_eq(s, ml_strstatus(status), "%s: not a static string", symbol);
+        cr_expect_neq(s[0], '\0', "%s has an empty name", symbol);
+        cr_expect_str_neq(s, fallback, "%s is named as an unknown status", symbol);
+        for (size_t j = 0; j < i; j++) {
+            cr_expect_neq((int)status, (int)status_map[j].status, "%s and %s share code %d", symbol,
+                          status_map[j].symbol, (int)status);
+            cr_expect_str_neq(s, ml_strstatus(status_map[j].status),
+                              "%s and %s share the name \"%s\"", symbol, status_map[j].symbol, s);
+        }
+        cr_expect_eq((int)status < 0, strncmp(symbol, "ML_E", 4) == 0,
+                     "%s = %d: negative codes are the errors, ML_E*, and only they", symbol,
+                     (int)status);
+        if (status != ML_OK) cr_expect_null(strstr(s, "success"), "%s is named \"%s\"", symbol, s);
+    }
+    cr_expect_not_null(strstr(ml_strstatus(ML_OK), "success"), "ML_OK is named \"%s\"",
+                       ml_strstatus(ML_OK));
+
+    /* the design's codes: success is 0, the reasons a task is interrupted are positive */
     cr_expect_eq(ML_OK, 0);
     cr_expect_eq(ML_MEMORY_LIMIT, 1);
     cr_expect_eq(ML_ALLOCATION_LIMIT, 2);
     cr_expect_eq(ML_TOKEN, 3);
-    const int unknown[] = {4, 42, -5, -1000, 1 << 30};
-    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
-        const char *s = ml_strstatus((ml_status)unknown[i]);
-        cr_assert_not_null(s, "status %d", unknown[i]);
-        cr_expect_str_eq(s, "unknown status", "status %d", unknown[i]);
-    }
 }
