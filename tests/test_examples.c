@@ -34,19 +34,59 @@ static void expect_success(const ml_child *c, const char *const lines[])
         cr_assert(strstr(c->out, lines[i]) != NULL, "no \"%s\" in:\n%s", lines[i], c->out);
 }
 
-/* (a) 100 million nodes under a 1 GiB global memory limit: interrupted past 1 GiB, recovered,
- * and a second task succeeds. */
+/* The line of `out` that starts with `prefix`, up to its newline (a static buffer), or NULL. */
+static const char *line_starting(const char *out, const char *prefix)
+{
+    static char line[512];
+    size_t len = strlen(prefix);
+    for (const char *p = out; p != NULL && *p != '\0';) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        if (n >= len && strncmp(p, prefix, len) == 0) {
+            snprintf(line, sizeof line, "%.*s", (int)n, p);
+            return line;
+        }
+        p = eol != NULL ? eol + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The live heap, in bytes, on the example's line "WHEN: live heap N bytes ..."; fails the test
+ * when the line is absent, and checks that it says "over" the limit when N is, "under" when not:
+ * the word the example prints must agree with the number it saw. */
+static unsigned long long heap_at(const char *out, const char *when, unsigned long long limit)
+{
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s: live heap ", when);
+    const char *line = line_starting(out, prefix);
+    cr_assert_not_null(line, "no line \"%s...\" in:\n%s", prefix, out);
+    unsigned long long live = strtoull(line + strlen(prefix), NULL, 10);
+    const char *side = live > limit ? ", over the limit by " : ", under the limit by ";
+    cr_assert(strstr(line, side) != NULL, "%llu bytes against a limit of %llu, yet: %s", live,
+              limit, line);
+    return live;
+}
+
+/* (a) 100 million nodes under a 1 GiB global memory limit: the task is interrupted with the live
+ * heap over the limit; once the list is freed the heap is under it, and a second task runs to
+ * completion, not interrupted, with the heap still under the limit. */
 Test(examples, global_memory_interrupts_then_recovers, .timeout = 120)
 {
     ml_child c;
     run("global_memory", 60, &c);
-    const char *lines[] = {"first task: the global memory limit was exceeded after ",
-                           "live heap at interrupt: ",
-                           "under the limit",
-                           "second task: success, 10000000 of 10000000 nodes",
-                           "global memory example: ok",
-                           NULL};
+    const char *lines[] = {
+        "first task: interrupted (the global memory limit was exceeded) after ",
+        "second task: not interrupted (success) after 10000000 of 10000000 nodes\n",
+        "global memory example: ok\n", NULL};
     expect_success(&c, lines);
+    const char *limit_line = line_starting(c.out, "global memory limit: ");
+    cr_assert_not_null(limit_line, "%s", c.out);
+    unsigned long long limit = strtoull(limit_line + strlen("global memory limit: "), NULL, 10);
+    cr_assert_eq(limit, 1ull << 30, "%s", limit_line);
+    cr_expect_gt(heap_at(c.out, "at the interrupt", limit), limit,
+                 "the task was interrupted with the heap under the limit");
+    cr_expect_leq(heap_at(c.out, "after freeing the list", limit), limit);
+    cr_expect_leq(heap_at(c.out, "after the second task", limit), limit);
     ml_child_free(&c);
 }
 

@@ -247,20 +247,56 @@ Test(limits, budget_equal_to_the_total_never_fires)
 
 /* --- The heap cap --------------------------------------------------------------------------- */
 
+/* How many 1 MiB blocks limits_heap must get under MEMLIMITS_HEAP=64M, from the accounting of
+ * README "Accounting, and its bound" (lib/heap.h):
+ * - The cap is on the live heap, the sum of jemalloc's usable sizes of the blocks allocated and
+ *   not freed: each block takes its usable size `usable` (1 MiB is one of jemalloc's size
+ *   classes, so 1 MiB exactly; the target reports it), and what was live before the first block,
+ *   `baseline` (what the program and the C library allocated through memlimits; the target
+ *   reports ml_heap_live() there), takes its share too.
+ * - jemalloc's metadata (extent headers, arenas, thread caches) is not a block handed out by
+ *   malloc, so it is not in the live heap and takes nothing from under the cap.
+ * - Each thread adds its balance to the process-wide sum only at its flushes, so the sum may lag
+ *   by up to a flush interval of requests. That lag never refuses early: before refusing, the
+ *   cap reconciles every thread exactly. A block is refused only when baseline + the blocks
+ *   already allocated + this one would exceed the cap: at least floor((cap - baseline) / usable)
+ *   blocks fit.
+ * - The lag can only let the heap overshoot the cap: by at most 64 KiB of requests per thread
+ *   allocating concurrently, and by nothing in a single-threaded program for allocations of
+ *   64 KiB or more near the cap, which are each checked. limits_heap is single-threaded with
+ *   1 MiB blocks, so no more than floor((cap + 0 - baseline) / usable) blocks fit either, and the
+ *   live heap at the refusal is exactly baseline + blocks * usable, within the cap. */
+#define HEAP_CAP (64 * MIB) /* MEMLIMITS_HEAP=64M */
+#define HEAP_BLOCK MIB      /* limits_heap's request */
+/* The cap's overshoot for one thread allocating blocks of 64 KiB or more. */
+#define HEAP_CAP_OVERSHOOT_ONE_THREAD_LARGE ((uint64_t)0)
+
 Test(limits, heap_cap_refuses_at_the_cap_and_admits_again_after_frees)
 {
     const char *env[] = {"MEMLIMITS_HEAP=64M", NULL};
     ml_child c;
     run("limits_heap", NULL, env, &c);
     cr_assert(c.exited && c.status == 0, "status %d signal %d: %s", c.status, c.signal, c.err);
-    cr_expect_eq(field(c.out, "cap"), 64 * MIB);
+    cr_expect_eq(field(c.out, "cap"), HEAP_CAP);
     unsigned long long blocks = field(c.out, "blocks"), live = field(c.out, "live");
+    unsigned long long baseline = field(c.out, "baseline"), usable = field(c.out, "usable");
     cr_expect_eq(field(c.out, "errno"), 12, "the refused malloc sets ENOMEM");
-    cr_expect_geq(blocks, 60, "only %llu blocks of 1 MiB under a 64 MiB cap", blocks);
-    cr_expect_leq(blocks, 64);
+    cr_assert_eq(usable, HEAP_BLOCK, "1 MiB is not a size class of its own: usable size %llu",
+                 usable);
+    cr_assert_lt(baseline, HEAP_CAP, "%llu bytes live before the first block", baseline);
+    unsigned long long at_least = (HEAP_CAP - baseline) / usable;
+    unsigned long long at_most =
+        (HEAP_CAP + HEAP_CAP_OVERSHOOT_ONE_THREAD_LARGE - baseline) / usable;
+    cr_expect_geq(blocks, at_least,
+                  "only %llu blocks of %llu bytes under a cap of %llu with %llu bytes live before",
+                  blocks, usable, (unsigned long long)HEAP_CAP, baseline);
+    cr_expect_leq(blocks, at_most, "%llu blocks of %llu bytes under a cap of %llu", blocks, usable,
+                  (unsigned long long)HEAP_CAP);
+    cr_expect_leq(blocks, HEAP_CAP / HEAP_BLOCK);
     /* Each 1 MiB request is examined by the cap, so the cap holds exactly. */
-    cr_expect_leq(live, 64 * MIB, "live heap %llu above the cap", live);
+    cr_expect_leq(live, HEAP_CAP, "live heap %llu above the cap", live);
     cr_expect_geq(live, blocks * MIB);
+    cr_expect_eq(live, baseline + blocks * usable, "the live heap is not exact for this thread");
     cr_expect(has_line(c.out, "calloc null errno 12"), "%s", c.out);
     cr_expect(has_line(c.out, "realloc null errno 12 kept 1"), "%s", c.out);
     cr_expect(has_line(c.out, "posix_memalign 12 kept 1"), "%s", c.out);
@@ -310,7 +346,7 @@ Test(limits, thread_allocated_counts_requested_sizes_exactly)
     expect_counts(rows, sizeof rows / sizeof rows[0]);
 }
 
-/* memlimits.h: "a zero-byte request counting as one byte". */
+/* memlimits.h, ml_thread_allocated: "a zero-byte request counts 0". */
 Test(limits, thread_allocated_counts_a_zero_byte_request_as_zero)
 {
     static const count_row rows[] = {

@@ -9,7 +9,9 @@
  * worker simply returns. There is no garbage collector, so the worker keeps its partial list
  * reachable (here, in a global) for the monitor to free: that is what "recovering" means in C.
  *
- * Build: cc example_global_memory.c -lmemlimits. Exits 0 when every check below holds. */
+ * It prints what it observes: how each task ended (interrupted or not, and ml_run's status) and
+ * the live heap against the limit, in bytes, at each step. Build: cc example_global_memory.c
+ * -lmemlimits. Exits 0 when every check below holds. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,20 @@ static void build_list(void *arg)
     }
 }
 
+/* How a task ended, from ml_run's status: a positive status says why it was interrupted. */
+static const char *ending(ml_status status)
+{
+    return status > 0 ? "interrupted" : status == ML_OK ? "not interrupted" : "refused";
+}
+
+/* One line: the live heap `live` seen at `when`, and where it stands against the limit. */
+static void print_heap(const char *when, uint64_t live)
+{
+    printf("%s: live heap %llu bytes (%.1f MiB), %s the limit by %llu bytes\n", when,
+           (unsigned long long)live, (double)live / MiB, live > LIMIT ? "over" : "under",
+           (unsigned long long)(live > LIMIT ? live - LIMIT : LIMIT - live));
+}
+
 static void free_list(void)
 {
     while (list != NULL) {
@@ -70,16 +86,16 @@ int main(void)
 {
     CHECK(ml_active()); /* linked with -lmemlimits: memlimits owns malloc */
     ml_set_global_memory_limit(LIMIT);
-    printf("global memory limit: %llu MiB\n", (unsigned long long)(LIMIT / MiB));
+    printf("global memory limit: %llu bytes (%llu MiB)\n", (unsigned long long)LIMIT,
+           (unsigned long long)(LIMIT / MiB));
 
     /* The monitor runs the worker as a task under the global memory limit. */
     uint64_t n = 100000000;
     ml_status status = ml_limit_global_memory(build_list, &n);
     uint64_t live = ml_heap_live();
-    printf("first task: %s after %llu of %llu nodes\n", ml_strstatus(status),
+    printf("first task: %s (%s) after %llu of %llu nodes\n", ending(status), ml_strstatus(status),
            (unsigned long long)built, (unsigned long long)n);
-    printf("live heap at interrupt: %.1f MiB (%llu bytes over the limit)\n", (double)live / MiB,
-           (unsigned long long)(live > LIMIT ? live - LIMIT : 0));
+    print_heap("at the interrupt", live);
     CHECK(status == ML_MEMORY_LIMIT);
     CHECK(built < n);
     CHECK(live > LIMIT);            /* never interrupted before the heap crossed the limit */
@@ -88,16 +104,19 @@ int main(void)
     /* Recover: free what the interrupted task left behind. */
     free_list();
     live = ml_heap_live();
-    printf("after freeing the list: live heap %.1f MiB, under the limit\n", (double)live / MiB);
+    print_heap("after freeing the list", live);
     CHECK(live <= LIMIT);
 
     /* With the heap back under the limit, a new task runs normally. */
     n = 10000000; /* 240 MB requested, 320 MB of heap */
     status = ml_limit_global_memory(build_list, &n);
-    printf("second task: %s, %llu of %llu nodes, live heap %.1f MiB\n", ml_strstatus(status),
-           (unsigned long long)built, (unsigned long long)n, (double)ml_heap_live() / MiB);
+    live = ml_heap_live();
+    printf("second task: %s (%s) after %llu of %llu nodes\n", ending(status), ml_strstatus(status),
+           (unsigned long long)built, (unsigned long long)n);
+    print_heap("after the second task", live);
     CHECK(status == ML_OK);
     CHECK(built == n);
+    CHECK(live <= LIMIT);
     free_list();
 
     printf("global memory example: ok\n");

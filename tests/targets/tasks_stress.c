@@ -1,5 +1,5 @@
 /* Target for tests/test_stress.c: interrupt delivery under load, in a program linked with
- * -lmemlimits (built with -fno-builtin).
+ * -lmemlimits (built with -fno-builtin), with the clock and signal helpers of tasks_common.h.
  *
  *   tasks_stress interrupts THREADS SECONDS [TARGET]
  *       THREADS workers loop running small tasks that are always interrupted, until TARGET
@@ -32,19 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "say.h"
-
-#include "memlimits.h"
-
-#define KIB ((uint64_t)1 << 10)
-#define MIB ((uint64_t)1 << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "tasks_common.h"
 
 static void sleep_us(long us)
 {
@@ -424,12 +412,7 @@ static void *controller(void *arg)
 
 static void install_sigusr1(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigusr1;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
+    set_handler(SIGUSR1, on_sigusr1, SA_RESTART);
 }
 
 static int mode_interrupts(int threads, double seconds, uint64_t target)
