@@ -33,6 +33,18 @@ int ml__host_jemalloc_init(void);
  * is set up without jemalloc's thread cache (host.c says why). Owner thread, busy. */
 void ml__host_jemalloc_thread(const uint64_t **allocated, const uint64_t **deallocated);
 
+/* jemalloc's process-wide statistics, refreshed first (the "epoch" mallctl locks every arena in
+ * turn, so never from the allocator's path: only from a program's own calls such as mallinfo).
+ * `mapped`: bytes of the extents jemalloc has mapped and holds, whether they hold live blocks,
+ * free room, unused dirty or lazily-freed pages, or jemalloc's metadata. `retained`: address
+ * space it keeps reserved but not backed (returned to the kernel, not unmapped). Returns 0, or -1
+ * with both 0 when jemalloc cannot say. Any thread; takes jemalloc's locks, not the caller's. */
+typedef struct ml_host_heap_stats {
+    uint64_t mapped;
+    uint64_t retained;
+} ml_host_heap_stats;
+int ml__host_jemalloc_stats(ml_host_heap_stats *out);
+
 /* stdio's list lock, which glibc's fork takes after the atfork prepare handlers: memlimits' fork
  * handlers take it first, so that no thread inside stdio calling malloc can deadlock a fork. */
 void ml__host_stdio_lock(void);

@@ -88,6 +88,22 @@ void ml__host_jemalloc_thread(const uint64_t **allocated, const uint64_t **deall
     mlje_mallctl("thread.deallocatedp", (void *)deallocated, &len, NULL, 0);
 }
 
+int ml__host_jemalloc_stats(ml_host_heap_stats *out)
+{
+    uint64_t epoch = 1;
+    size_t mapped = 0, retained = 0;
+    size_t len = sizeof epoch;
+    out->mapped = out->retained = 0;
+    if (mlje_mallctl("epoch", &epoch, &len, &epoch, sizeof epoch) != 0) return -1;
+    len = sizeof mapped;
+    if (mlje_mallctl("stats.mapped", &mapped, &len, NULL, 0) != 0) return -1;
+    len = sizeof retained;
+    if (mlje_mallctl("stats.retained", &retained, &len, NULL, 0) != 0) return -1;
+    out->mapped = mapped;
+    out->retained = retained;
+    return 0;
+}
+
 /* glibc exports these (GLIBC_2.2.5); they are the lock fork itself takes after the handlers. */
 extern void _IO_list_lock(void);
 extern void _IO_list_unlock(void);
