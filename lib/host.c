@@ -5,27 +5,78 @@
 #include "host.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 extern char **environ;
 
-void ml__write_all(int fd, const char *buf, size_t len)
+int ml__write_all(int fd, const char *buf, size_t len)
 {
-    int saved = errno;
+    int saved = errno, failure = 0;
     while (len > 0) {
         ssize_t w = write(fd, buf, len);
         if (w < 0) {
             if (errno == EINTR) continue;
+            failure = errno;
+            break;
+        }
+        if (w == 0) {
+            failure = EIO; /* not for regular files, pipes or terminals; never loop on it */
             break;
         }
         buf += w;
         len -= (size_t)w;
     }
     errno = saved;
+    return failure;
+}
+
+int ml__host_dup_high(int fd)
+{
+    int saved = errno;
+    struct rlimit rl;
+    rlim_t top = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < top) top = rl.rlim_cur;
+    int high = top >= 16 + 3 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)top - 16) : -1;
+    errno = saved;
+    return high;
+}
+
+/* Why changing environ at init is safe. Init may run inside the first malloc, called from
+ * anywhere, even from glibc's setenv growing its array. Nothing here allocates or frees: the
+ * entry is the caller's static string and a grown array comes from mmap; old strings and arrays
+ * are left as they were, so code that holds them (main's envp, a getenv in progress) reads valid,
+ * NUL-terminated data, and a reader sees either the old pointer or the new one (one aligned
+ * store). glibc's setenv, putenv and unsetenv accept an environ the program replaced: they copy
+ * it into an array of their own the next time they grow it, and never free ours. One loss is
+ * possible: when init runs inside setenv's own realloc, setenv then copies as many entries as it
+ * counted before, so an entry appended here is dropped (a replaced one is kept). */
+int ml__host_env_put(char *entry)
+{
+    size_t name_len = (size_t)(strchr(entry, '=') - entry) + 1, n = 0;
+    char **env = environ;
+    int replaced = 0;
+    for (; env != NULL && env[n] != NULL; n++) {
+        if (strncmp(env[n], entry, name_len) == 0) {
+            env[n] = entry;
+            replaced = 1;
+        }
+    }
+    if (replaced) return 0;
+    char **grown = mmap(NULL, (n + 2) * sizeof *grown, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (grown == MAP_FAILED) return -1;
+    if (n > 0) memcpy(grown, env, n * sizeof *grown);
+    grown[n] = entry;
+    grown[n + 1] = NULL;
+    environ = grown;
+    return 0;
 }
 
 uint64_t ml__now_ns(void)

@@ -71,8 +71,22 @@ int ml__host_in_system_text(const void *addr);
  * program starts, so the first answer is kept. Thread-safe. */
 int ml__host_owns_malloc(const uint64_t *counter);
 
-/* write(2) to a file descriptor, retrying on EINTR and short writes; errno preserved. */
-void ml__write_all(int fd, const char *buf, size_t len);
+/* write(2) to a file descriptor, retrying on EINTR and short writes; errno preserved. Returns
+ * 0, or the errno of the write that failed (what was written before it stays written). */
+int ml__write_all(int fd, const char *buf, size_t len);
+/* A duplicate of fd, close-on-exec, numbered high above the descriptors programs use: the
+ * lowest free number from 16 below min(RLIMIT_NOFILE, 1024) (below 1024 so that the kernel's
+ * descriptor table stays small). Returns it, or -1 when that range is full (the caller keeps
+ * what it has rather than take a low number from the program). errno preserved. */
+int ml__host_dup_high(int fd);
+/* Makes `entry` ("NAME=value") NAME's definition in environ, so that children inherit it. Each
+ * entry of NAME has its pointer replaced in place (in the array main's envp also points to);
+ * when there is none, environ becomes a copy of the array with the entry added, made with mmap.
+ * Allocates nothing through malloc and frees nothing, so it may run inside the first malloc;
+ * strings and arrays other code may still hold stay valid. `entry` must never be freed or
+ * changed. Init only (no other thread may be changing the environment). Returns 0, or -1 when
+ * the copy cannot be mapped. */
+int ml__host_env_put(char *entry);
 /* Nanoseconds from CLOCK_MONOTONIC. */
 uint64_t ml__now_ns(void);
 /* 64 bits from getrandom(2), falling back to the clock and the pid if it is unavailable. */

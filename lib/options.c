@@ -569,6 +569,15 @@ static unsigned name_distance(const char *a, size_t n, const char *b)
 
 static const char var_prefix[] = "MEMLIMITS_";
 
+const char *const ml__internal_variables[] = {ML_REPORT_RESOLVED_ENV, NULL};
+
+static int is_internal(const char *entry, size_t len)
+{
+    for (const char *const *v = ml__internal_variables; *v != NULL; v++)
+        if (strlen(*v) == len && strncmp(*v, entry, len) == 0) return 1;
+    return 0;
+}
+
 /* Refuses the first MEMLIMITS_* name of env that is not a row, naming the closest row. */
 static int check_names(char *const *env, char *err, size_t errcap)
 {
@@ -577,6 +586,7 @@ static int check_names(char *const *env, char *err, size_t errcap)
         const char *entry = *env;
         if (strncmp(entry, var_prefix, plen) != 0) continue;
         size_t len = strcspn(entry, "=");
+        if (is_internal(entry, len)) continue;
         const ml_option *closest = NULL;
         unsigned best = ~0u;
         for (size_t i = 0; i < ml__option_count; i++) {

@@ -54,6 +54,12 @@ typedef struct ml_config {
     int verbose;
 } ml_config;
 
+/* Variables that memlimits itself sets for the processes a run starts, not options: the loader
+ * knows them and never refuses them as misspellings. ML_REPORT_RESOLVED_ENV: report.c's mark of
+ * a report path resolved for the tree. */
+#define ML_REPORT_RESOLVED_ENV "MEMLIMITS_REPORT_RESOLVED"
+extern const char *const ml__internal_variables[];
+
 typedef int (*ml_option_parser)(const char *text, void *field, const char **expected);
 typedef void (*ml_option_printer)(const void *field, char *out, size_t cap);
 

@@ -736,7 +736,7 @@ Test(limits, json_report_records_a_fired_heap_cap, .init = make_report_dir,
     cr_assert_eq(n, 2, "%zu report lines", n);
     for (size_t i = 0; i < n; i++) {
         const char *line = lines[i];
-        cr_expect_eq(strncmp(line, "{\"memlimits_report\":1,", 22), 0, "%s", line);
+        cr_expect_eq(strncmp(line, "{\"memlimits_report\":2,", 22), 0, "%s", line);
         cr_expect_eq(line[strlen(line) - 1], '}', "%s", line);
         cr_expect_eq(json_number(line, NULL, "pid"), pid, "%s", line);
         cr_expect_not_null(strstr(line, "\"heap\":{\"bytes\":16777216,\"fired\":true,"), "%s",

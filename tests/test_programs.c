@@ -120,13 +120,13 @@ static void run_same(const char *const argv[], const char *const env[])
     ml_child_free(&pre);
 }
 
-/* Whether a report line's command (the process's command line) runs the program `name`. */
+/* Whether a report line's command (the process's arguments, an array) runs the program `name`. */
 static int command_is(const char *line, const char *name)
 {
-    const char *cmd = strstr(line, "\"command\":\"");
+    const char *cmd = strstr(line, "\"command\":[\"");
     if (cmd == NULL) return 0;
-    cmd += strlen("\"command\":\"");
-    size_t len = strcspn(cmd, " \"");
+    cmd += strlen("\"command\":[\"");
+    size_t len = strcspn(cmd, "\"");
     const char *base = cmd;
     for (size_t i = 0; i < len; i++)
         if (cmd[i] == '/') base = cmd + i + 1;
