@@ -101,10 +101,17 @@ typedef struct ml_token ml_token;
 /* A new, unset token, or NULL (errno ENOMEM) when memory for it cannot be had. Thread-safe. */
 ML_API ml_token *ml_token_create(void);
 
-/* Sets the token, for good: every task running with it is interrupted, tasks on other threads
- * at their next allocation event (within 32 KiB of allocation) or poll, at once if they run with
- * ML_WAKE (their blocked system calls return EINTR). Thread-safe and async-signal-safe: it may
- * be called from a signal handler. NULL or a destroyed token: no effect. */
+/* Sets the token, for good: every task running with it is interrupted.
+ *  - On the calling thread (a task that sets its own token, or an enclosing task's token from a
+ *    nested task), at once: after ml_token_set returns, the task's next allocation outside a
+ *    masked section is refused (or unwinds, with ML_UNWIND). From a signal handler running on
+ *    the task's thread, the same holds from the moment the handler returns, even if the handler
+ *    interrupted memlimits itself.
+ *  - On other threads, at their next allocation event (within 32 KiB of allocation) or poll, at
+ *    once if they run with ML_WAKE (their blocked system calls return EINTR).
+ * Whatever the task does afterwards, ml_run reports ML_TOKEN (see ml_run). Thread-safe and
+ * async-signal-safe: it may be called from a signal handler. NULL or a destroyed token: no
+ * effect. */
 ML_API void ml_token_set(ml_token *token);
 
 /* Nonzero when the token is set; 0 when it is not, or is NULL or destroyed. Thread-safe and
@@ -153,7 +160,17 @@ typedef struct ml_limits {
  * ml_thread_allocated), masked allocations and nested tasks included, refused ones excluded.
  * The allocation limit is exact: the task is interrupted at the first allocation that takes
  * its count above `allocations`, never before. A token already set, or a global limit already
- * exceeded, makes the task start interrupted. Thread-safe: each thread runs its own tasks. */
+ * exceeded, makes the task start interrupted. Thread-safe: each thread runs its own tasks.
+ *
+ * The status says what happened while the task ran, whatever the task did: when fn returns,
+ * the tokens of the task and of the tasks enclosing it, and the live heap against the global
+ * limit, are looked at one last time, so a task that sleeps or computes without allocating
+ * while another thread sets its token (without ML_WAKE) returns ML_TOKEN, not ML_OK, as
+ * memprof-limits turns a normal return into an error when the task's token is set. The status
+ * does not depend on whether the task polled ml_is_interrupted(). One exception: a live heap
+ * that crossed the global limit and came back under it before fn returned is reported only if
+ * the crossing was seen meanwhile (by an allocation event or a poll of the task, or by another
+ * thread's accounting flush, which marks every global-memory task). */
 ML_API ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
                         uint64_t *allocated);
 
@@ -171,8 +188,12 @@ ML_API ml_status ml_limit_with_token(ml_token *token, void (*fn)(void *arg), voi
 ML_API void ml_set_global_memory_limit(uint64_t bytes);
 ML_API uint64_t ml_global_memory_limit(void);
 
-/* Nonzero when the calling thread's task (or a task enclosing it) has a pending interrupt.
- * Never delivers. 0 outside tasks. Thread-safe (reads the caller's state). */
+/* Nonzero when the calling thread's task (or a task enclosing it) has a pending interrupt: it
+ * looks at the tasks' tokens and at the global limit. Never delivers by itself, and what ml_run
+ * returns does not depend on it (but see ml_run on a global-limit crossing undone before the
+ * task returned); once it has returned nonzero, the task's next allocation outside a masked
+ * section delivers (refused, or unwinds with ML_UNWIND). 0 outside tasks. Thread-safe (reads
+ * the caller's state). */
 ML_API int ml_is_interrupted(void);
 
 /* A cancellation point: when the calling thread's task has a pending interrupt and the thread

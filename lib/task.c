@@ -193,17 +193,12 @@ void ml__task_fork_child(void)
     ml__wake_fork_child();
 }
 
-/* Makes the calling thread's next allocation an event (to arm or disarm task limits). Called
- * from a signal handler that interrupted memlimits' own code (ml_unmask is async-signal-safe),
- * it leaves the note the busy code honours on its way out. */
+/* Makes the calling thread's next allocation an event (to arm or disarm task limits, or to
+ * deliver). Called from a signal handler that interrupted memlimits' own code (ml_unmask is
+ * async-signal-safe), it leaves the note the busy code honours on its way out. */
 static void force_self(ml_thread *t)
 {
-    if (!ml__busy_enter(t)) {
-        t->wake_pending = 1;
-        return;
-    }
-    ml__thread_force_event(t);
-    ml__busy_leave(t);
+    ml__thread_force_event_self(t);
 }
 
 static void link_remote(ml_task *k)
@@ -282,7 +277,11 @@ void ml__task_abandoned(void *task)
 int ml_is_interrupted(void)
 {
     ml_thread *t = &ml__self;
-    return t->task != NULL && refresh(t->task) != 0;
+    if (t->task == NULL || refresh(t->task) == 0) return 0;
+    /* The poll may be the first to see a token or the global limit: from now on, the task's next
+     * unmasked allocation delivers, as after any other marking. */
+    force_self(t);
+    return 1;
 }
 
 void ml_check(void)
