@@ -135,8 +135,27 @@ ML_API void ml_token_destroy(ml_token *token);
  *    the cleanups then miss;
  *  - ml_check() unwinds in every mode.
  * Nothing is unwound out of a signal handler (an allocation or ml_check there gets ENOMEM or
- * returns). If fn leaves the thread (pthread_exit, cancellation), the task's cleanups run and
- * the task is taken down as by an unwind.
+ * returns).
+ * Leaving a task without returning. fn (or a signal handler running inside the task) may leave
+ * ml_run by longjmp, _longjmp, siglongjmp or __longjmp_chk to a point outside the task, or the
+ * thread by pthread_exit or a cancellation. The C library tells memlimits while the frames it
+ * discards still exist: the cleanups registered in those frames run, innermost first, masked,
+ * and every task whose ml_run frame is discarded is left, as by an unwind: the thread is outside
+ * it from then on (its limits no longer apply, the thread's count goes on), it is off the
+ * process's lists (no other thread touches its frame again), and the thread's mask depth is what
+ * it was when the task started. That ml_run never returns, so `allocated` is not written. A jump
+ * that lands inside an enclosing task leaves only the tasks nested inside the landing point; the
+ * enclosing task goes on under its limits. A C++ exception out of fn leaves ml_run the same way,
+ * except that the cleanups registered in the frames it unwound do not run: those frames are gone
+ * when ml_run sees the exception (in C++, release resources in destructors; an exception must
+ * not cross ML_CLEANUP_PUSH/ML_CLEANUP_POP or ml_with_resource unless it also leaves the task).
+ * The frames a jump discards are those below the stack pointer it restores, on the thread's own
+ * stack (stacks grow down): a jump back into the task, or within an alternate signal stack that
+ * is not part of the thread's stack, leaves the task alone. Not seen: __builtin_longjmp, jumps of
+ * a setjmp other than the C library's, and user-level context switches (swapcontext,
+ * coroutines), which tasks do not follow. A signal handler running on an alternate stack carved
+ * out of the thread's own stack (a buffer in an enclosing frame) must not jump within that stack
+ * while a task runs: the C library then forgets its records of the task until ml_run returns.
  * Nested tasks: an inner limit never extends an outer one, every allocation counts against
  * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it.
  * Threads created by a task do not inherit its limits; threads without a task are never
@@ -221,12 +240,15 @@ ML_API int ml_with_resource(int (*acquire)(void *arg, void **resource), void *ar
 
 /* Lexical cleanups, in the style of pthread_cleanup_push: between ML_CLEANUP_PUSH(fn, arg) and
  * the matching ML_CLEANUP_POP(execute), in the same block, an unwind of the task runs fn(arg)
- * masked; ML_CLEANUP_POP(1) runs it masked on the normal path, ML_CLEANUP_POP(0) drops it. */
+ * masked, and so does a longjmp, pthread_exit or cancellation that discards the frame (see
+ * "Leaving a task without returning"), once; ML_CLEANUP_POP(1) runs it masked on the normal path,
+ * ML_CLEANUP_POP(0) drops it. Outside tasks nothing but ML_CLEANUP_POP(1) runs it. */
 typedef struct ml_cleanup {
     struct ml_cleanup *prev;
     void (*fn)(void *arg);
     void *arg;
-    void *owner; /* the task whose unwind runs it; NULL outside tasks */
+    void *owner;            /* the task whose unwind runs it; NULL outside tasks */
+    void *thread_record[4]; /* the C library's record of the frame (a jump or exit runs it) */
 } ml_cleanup;
 ML_API void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg);
 ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);

@@ -1,4 +1,4 @@
-/* Task delivery (lib/task.c, lib/token.c, preload/jump.c): when an interrupt raised outside the
+/* Task delivery (lib/task.c, lib/token.c): when an interrupt raised outside the
  * allocator reaches a task, what ml_run reports, and a task function that leaves ml_run by
  * longjmp or a C++ exception. Each scenario runs in a child process: a target program of
  * tests/targets/delivery_*.c, linked with -lmemlimits so that the library owns malloc without
@@ -46,3 +46,32 @@ INTERRUPTS(global_limit_seen_by_poll_refused_at_next_allocation)
 /* ml_run reports a token set, or the global limit crossed, while the task ran (item 2). */
 INTERRUPTS(token_set_while_task_sleeps_is_reported)
 INTERRUPTS(global_limit_crossed_while_task_computes_is_reported)
+
+#define JUMPS(name)                                                                                \
+    Test(delivery, name)                                                                           \
+    {                                                                                              \
+        expect_scenario("delivery_jumps", #name);                                                  \
+    }
+
+/* A task function that leaves ml_run by a jump leaves the task (item 3). */
+JUMPS(longjmp_out_of_task_leaves_it)
+JUMPS(longjmp_from_inner_task_to_outer_task)
+JUMPS(abandoned_task_not_touched_by_other_threads)
+JUMPS(siglongjmp_from_signal_handler_leaves_task)
+JUMPS(jumps_inside_task_keep_it)
+JUMPS(thread_exits_after_jumping_out_of_task)
+JUMPS(thread_exit_in_task_runs_its_cleanups)
+
+/* A C++ exception out of a task's function leaves the task (item 3). Built only with a C++
+ * compiler (tests/delivery.cmake). */
+#ifdef ML_TEST_HAVE_CXX
+Test(delivery, exception_out_of_task_leaves_it)
+{
+    expect_scenario("delivery_exceptions", "exception_out_of_task_leaves_it");
+}
+
+Test(delivery, exception_from_inner_task_caught_in_outer_task)
+{
+    expect_scenario("delivery_exceptions", "exception_from_inner_task_caught_in_outer_task");
+}
+#endif
