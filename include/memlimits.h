@@ -101,10 +101,17 @@ typedef struct ml_token ml_token;
 /* A new, unset token, or NULL (errno ENOMEM) when memory for it cannot be had. Thread-safe. */
 ML_API ml_token *ml_token_create(void);
 
-/* Sets the token, for good: every task running with it is interrupted, tasks on other threads
- * at their next allocation event (within 32 KiB of allocation) or poll, at once if they run with
- * ML_WAKE (their blocked system calls return EINTR). Thread-safe and async-signal-safe: it may
- * be called from a signal handler. NULL or a destroyed token: no effect. */
+/* Sets the token, for good: every task running with it is interrupted.
+ *  - On the calling thread (a task that sets its own token, or an enclosing task's token from a
+ *    nested task), at once: after ml_token_set returns, the task's next allocation outside a
+ *    masked section is refused (or unwinds, with ML_UNWIND). From a signal handler running on
+ *    the task's thread, the same holds from the moment the handler returns, even if the handler
+ *    interrupted memlimits itself.
+ *  - On other threads, at their next allocation event (within 32 KiB of allocation) or poll, at
+ *    once if they run with ML_WAKE (their blocked system calls return EINTR).
+ * Whatever the task does afterwards, ml_run reports ML_TOKEN (see ml_run). Thread-safe and
+ * async-signal-safe: it may be called from a signal handler. NULL or a destroyed token: no
+ * effect. */
 ML_API void ml_token_set(ml_token *token);
 
 /* Nonzero when the token is set; 0 when it is not, or is NULL or destroyed. Thread-safe and
@@ -128,8 +135,27 @@ ML_API void ml_token_destroy(ml_token *token);
  *    the cleanups then miss;
  *  - ml_check() unwinds in every mode.
  * Nothing is unwound out of a signal handler (an allocation or ml_check there gets ENOMEM or
- * returns). If fn leaves the thread (pthread_exit, cancellation), the task's cleanups run and
- * the task is taken down as by an unwind.
+ * returns).
+ * Leaving a task without returning. fn (or a signal handler running inside the task) may leave
+ * ml_run by longjmp, _longjmp, siglongjmp or __longjmp_chk to a point outside the task, or the
+ * thread by pthread_exit or a cancellation. The C library tells memlimits while the frames it
+ * discards still exist: the cleanups registered in those frames run, innermost first, masked,
+ * and every task whose ml_run frame is discarded is left, as by an unwind: the thread is outside
+ * it from then on (its limits no longer apply, the thread's count goes on), it is off the
+ * process's lists (no other thread touches its frame again), and the thread's mask depth is what
+ * it was when the task started. That ml_run never returns, so `allocated` is not written. A jump
+ * that lands inside an enclosing task leaves only the tasks nested inside the landing point; the
+ * enclosing task goes on under its limits. A C++ exception out of fn leaves ml_run the same way,
+ * except that the cleanups registered in the frames it unwound do not run: those frames are gone
+ * when ml_run sees the exception (in C++, release resources in destructors; an exception must
+ * not cross ML_CLEANUP_PUSH/ML_CLEANUP_POP or ml_with_resource unless it also leaves the task).
+ * The frames a jump discards are those below the stack pointer it restores, on the thread's own
+ * stack (stacks grow down): a jump back into the task, or within an alternate signal stack that
+ * is not part of the thread's stack, leaves the task alone. Not seen: __builtin_longjmp, jumps of
+ * a setjmp other than the C library's, and user-level context switches (swapcontext,
+ * coroutines), which tasks do not follow. A signal handler running on an alternate stack carved
+ * out of the thread's own stack (a buffer in an enclosing frame) must not jump within that stack
+ * while a task runs: the C library then forgets its records of the task until ml_run returns.
  * Nested tasks: an inner limit never extends an outer one, every allocation counts against
  * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it.
  * Threads created by a task do not inherit its limits; threads without a task are never
@@ -153,7 +179,17 @@ typedef struct ml_limits {
  * ml_thread_allocated), masked allocations and nested tasks included, refused ones excluded.
  * The allocation limit is exact: the task is interrupted at the first allocation that takes
  * its count above `allocations`, never before. A token already set, or a global limit already
- * exceeded, makes the task start interrupted. Thread-safe: each thread runs its own tasks. */
+ * exceeded, makes the task start interrupted. Thread-safe: each thread runs its own tasks.
+ *
+ * The status says what happened while the task ran, whatever the task did: when fn returns,
+ * the tokens of the task and of the tasks enclosing it, and the live heap against the global
+ * limit, are looked at one last time, so a task that sleeps or computes without allocating
+ * while another thread sets its token (without ML_WAKE) returns ML_TOKEN, not ML_OK, as
+ * memprof-limits turns a normal return into an error when the task's token is set. The status
+ * does not depend on whether the task polled ml_is_interrupted(). One exception: a live heap
+ * that crossed the global limit and came back under it before fn returned is reported only if
+ * the crossing was seen meanwhile (by an allocation event or a poll of the task, or by another
+ * thread's accounting flush, which marks every global-memory task). */
 ML_API ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg,
                         uint64_t *allocated);
 
@@ -171,8 +207,12 @@ ML_API ml_status ml_limit_with_token(ml_token *token, void (*fn)(void *arg), voi
 ML_API void ml_set_global_memory_limit(uint64_t bytes);
 ML_API uint64_t ml_global_memory_limit(void);
 
-/* Nonzero when the calling thread's task (or a task enclosing it) has a pending interrupt.
- * Never delivers. 0 outside tasks. Thread-safe (reads the caller's state). */
+/* Nonzero when the calling thread's task (or a task enclosing it) has a pending interrupt: it
+ * looks at the tasks' tokens and at the global limit. Never delivers by itself, and what ml_run
+ * returns does not depend on it (but see ml_run on a global-limit crossing undone before the
+ * task returned); once it has returned nonzero, the task's next allocation outside a masked
+ * section delivers (refused, or unwinds with ML_UNWIND). 0 outside tasks. Thread-safe (reads
+ * the caller's state). */
 ML_API int ml_is_interrupted(void);
 
 /* A cancellation point: when the calling thread's task has a pending interrupt and the thread
@@ -200,12 +240,15 @@ ML_API int ml_with_resource(int (*acquire)(void *arg, void **resource), void *ar
 
 /* Lexical cleanups, in the style of pthread_cleanup_push: between ML_CLEANUP_PUSH(fn, arg) and
  * the matching ML_CLEANUP_POP(execute), in the same block, an unwind of the task runs fn(arg)
- * masked; ML_CLEANUP_POP(1) runs it masked on the normal path, ML_CLEANUP_POP(0) drops it. */
+ * masked, and so does a longjmp, pthread_exit or cancellation that discards the frame (see
+ * "Leaving a task without returning"), once; ML_CLEANUP_POP(1) runs it masked on the normal path,
+ * ML_CLEANUP_POP(0) drops it. Outside tasks nothing but ML_CLEANUP_POP(1) runs it. */
 typedef struct ml_cleanup {
     struct ml_cleanup *prev;
     void (*fn)(void *arg);
     void *arg;
-    void *owner; /* the task whose unwind runs it; NULL outside tasks */
+    void *owner;            /* the task whose unwind runs it; NULL outside tasks */
+    void *thread_record[4]; /* the C library's record of the frame (a jump or exit runs it) */
 } ml_cleanup;
 ML_API void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg);
 ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);

@@ -1,10 +1,7 @@
 /* The client API's entry into the engine (include/memlimits.h): status names, whether memlimits
  * owns malloc, the heap cap, the global memory limit, the heap and thread counters, and ml_run
- * with its shorthands over the task module's enter and leave. */
+ * with its shorthands over the task module's ml__task_run. */
 #define _GNU_SOURCE
-#include <pthread.h>
-#include <setjmp.h>
-
 #include "memlimits.h"
 
 #include "engine.h"
@@ -101,17 +98,13 @@ ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *arg, uint
 {
     ml_status rc = prepare(limits, fn);
     if (rc != ML_OK) return rc;
-    ml_task task;
-    ml__task_enter(&ml__self, &task, limits);
-    ml_task *volatile self = &task;
-    /* If fn leaves the thread (pthread_exit, cancellation), the task must not stay linked: its
-     * frame is about to go away. The jump target is inside the push/pop pair, so an unwind of
-     * ours still pops it. sigsetjmp must be called in this frame, which stays live while fn
-     * runs. */
-    pthread_cleanup_push(ml__task_abandoned, &task);
-    if (sigsetjmp(task.jump, 0) == 0) fn(arg);
-    pthread_cleanup_pop(0);
-    return ml__task_leave(&ml__self, self, allocated);
+    /* The task lives in this frame, with a cleanup (this file is compiled with -fexceptions) that
+     * a C++ exception leaving fn runs on its way through, so that the task does not stay linked
+     * once its frame is gone. It cannot live in ml__task_run's frame, below: that frame is gone
+     * before this cleanup runs. A jump or thread exit out of fn is seen by the C library's cleanup
+     * records (task.c). */
+    ml_task task __attribute__((cleanup(ml__task_thrown)));
+    return ml__task_run(&ml__self, &task, limits, fn, arg, allocated);
 }
 
 ml_status ml_limit_global_memory(void (*fn)(void *arg), void *arg)

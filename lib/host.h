@@ -56,6 +56,21 @@ void ml__host_stdio_reset(void); /* in the fork child */
 int ml__host_pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *),
                             void *arg);
 
+/* The C library's own per-thread list of cleanup records, the interface under the old
+ * pthread_cleanup_push (_pthread_cleanup_push, still exported by glibc). glibc runs the records
+ * of the frames that a longjmp, siglongjmp or __longjmp_chk discards, at the jump, and those of
+ * the frames that pthread_exit or a cancellation unwinds, as each frame is left: in both cases
+ * innermost first, and while the frames still exist (on the stack of the code that jumps or of
+ * the unwinder). It knows which frames a jump discards from the stack pointer the jump restores,
+ * on the thread's own stack. A C++ exception does not run them. `record` must live in the frame
+ * whose leaving runs fn(arg); ml__host_cleanup_pop unlinks it (and every record pushed after it)
+ * without running it. Owner thread. */
+typedef struct ml_host_cleanup {
+    void *opaque[4];
+} ml_host_cleanup;
+void ml__host_cleanup_push(ml_host_cleanup *record, void (*fn)(void *arg), void *arg);
+void ml__host_cleanup_pop(ml_host_cleanup *record);
+
 /* Whether `addr` lies in the text of the C library or the dynamic loader: allocations made from
  * there are on a task's behalf and never unwind. The ranges are found once, at the first call
  * of ml__host_find_system_text (not from the allocator); before it, every address counts as

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -185,4 +186,23 @@ int ml__host_in_system_text(const void *addr)
     for (int i = 0; i < count; i++)
         if (a >= system_text[i].start && a < system_text[i].end) return 1;
     return 0;
+}
+
+/* glibc exports these (GLIBC_2.2.5, and GLIBC_2.34 since libpthread joined libc); <pthread.h>
+ * declares only the record's type. */
+extern void _pthread_cleanup_push(struct _pthread_cleanup_buffer *record, void (*fn)(void *),
+                                  void *arg);
+extern void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *record, int execute);
+
+_Static_assert(sizeof(struct _pthread_cleanup_buffer) <= sizeof(ml_host_cleanup),
+               "ml_host_cleanup holds glibc's cleanup record");
+
+void ml__host_cleanup_push(ml_host_cleanup *record, void (*fn)(void *arg), void *arg)
+{
+    _pthread_cleanup_push((struct _pthread_cleanup_buffer *)record, fn, arg);
+}
+
+void ml__host_cleanup_pop(ml_host_cleanup *record)
+{
+    _pthread_cleanup_pop((struct _pthread_cleanup_buffer *)record, 0);
 }

@@ -143,7 +143,7 @@ void ml__task_unwind(ml_thread *t)
 {
     ml_task *k = t->task;
     run_cleanups(t, k);
-    siglongjmp(k->jump, 1);
+    siglongjmp(k->jump, 1); /* lands in ml__task_run: the task's own record is not run */
 }
 
 void ml__task_global_exceeded(void)
@@ -193,17 +193,12 @@ void ml__task_fork_child(void)
     ml__wake_fork_child();
 }
 
-/* Makes the calling thread's next allocation an event (to arm or disarm task limits). Called
- * from a signal handler that interrupted memlimits' own code (ml_unmask is async-signal-safe),
- * it leaves the note the busy code honours on its way out. */
+/* Makes the calling thread's next allocation an event (to arm or disarm task limits, or to
+ * deliver). Called from a signal handler that interrupted memlimits' own code (ml_unmask is
+ * async-signal-safe), it leaves the note the busy code honours on its way out. */
 static void force_self(ml_thread *t)
 {
-    if (!ml__busy_enter(t)) {
-        t->wake_pending = 1;
-        return;
-    }
-    ml__thread_force_event(t);
-    ml__busy_leave(t);
+    ml__thread_force_event_self(t);
 }
 
 static void link_remote(ml_task *k)
@@ -229,7 +224,7 @@ static void unlink_remote(ml_task *k)
     ml__registry_unlock();
 }
 
-void ml__task_enter(ml_thread *t, ml_task *k, const ml_limits *limits)
+static void enter(ml_thread *t, ml_task *k, const ml_limits *limits)
 {
     memset(k, 0, sizeof *k);
     k->parent = t->task;
@@ -262,7 +257,7 @@ static void finish(ml_thread *t, ml_task *k)
     force_self(t); /* re-arm without this task's limit */
 }
 
-ml_status ml__task_leave(ml_thread *t, ml_task *k, uint64_t *allocated)
+static ml_status leave(ml_thread *t, ml_task *k, uint64_t *allocated)
 {
     int reason = refresh(k);
     uint64_t count = exact_allocated(t) - k->start;
@@ -271,18 +266,64 @@ ml_status ml__task_leave(ml_thread *t, ml_task *k, uint64_t *allocated)
     return (ml_status)reason;
 }
 
-void ml__task_abandoned(void *task)
+/* The task's record with the C library (host.h): a longjmp, siglongjmp or __longjmp_chk out of
+ * the task's function (from its code or from a signal handler), pthread_exit or a cancellation
+ * discards ml_run's frame, and the C library calls this, while every frame still exists. The
+ * cleanups that the task registered in the discarded frames have their own records, called
+ * before this one; any left run now. Then the task is taken off the thread and the process-wide
+ * list, and the thread's mask depth is restored; so is every task still nested in it (their
+ * frames are deeper, so discarded too: their records normally come first). Not called by a jump
+ * that lands inside the task, or on an alternate signal stack that is not part of the thread's
+ * own stack. */
+static void left_without_return(void *task)
 {
     ml_task *k = task;
     ml_thread *t = &ml__self;
-    run_cleanups(t, k);
+    ml_task *j = t->task;
+    while (j != NULL && j != k)
+        j = j->parent;
+    if (j == NULL) return; /* already off the thread */
+    do {
+        j = t->task;
+        run_cleanups(t, j);
+        finish(t, j);
+    } while (j != k);
+}
+
+ml_status ml__task_run(ml_thread *t, ml_task *k, const ml_limits *limits, void (*fn)(void *arg),
+                       void *arg, uint64_t *allocated)
+{
+    enter(t, k, limits);
+    ml__host_cleanup_push(&k->thread_record, left_without_return, k);
+    ml_task *volatile task = k;
+    uint64_t *volatile out = allocated;
+    /* An unwind of ours (ML_UNWIND, ml_check) lands here: sigsetjmp must be called in a frame
+     * that stays live while fn runs. The task's record is above this frame, so that jump does
+     * not run it. */
+    if (sigsetjmp(k->jump, 0) == 0) fn(arg);
+    ml__host_cleanup_pop(&task->thread_record);
+    return leave(&ml__self, task, out);
+}
+
+void ml__task_thrown(ml_task *k)
+{
+    ml_thread *t = &ml__self;
+    if (t->task != k) return; /* returned, jumped out or left the thread: already unlinked */
+    /* The exception has unwound the frames of the task's cleanups without running them or their
+     * records: drop both (popping the task's record drops every record pushed after it). */
+    k->cleanups = NULL;
+    ml__host_cleanup_pop(&k->thread_record);
     finish(t, k);
 }
 
 int ml_is_interrupted(void)
 {
     ml_thread *t = &ml__self;
-    return t->task != NULL && refresh(t->task) != 0;
+    if (t->task == NULL || refresh(t->task) == 0) return 0;
+    /* The poll may be the first to see a token or the global limit: from now on, the task's next
+     * unmasked allocation delivers, as after any other marking. */
+    force_self(t);
+    return 1;
 }
 
 void ml_check(void)
@@ -303,6 +344,25 @@ void ml_unmask(void)
     if (--t->mask_depth == 0 && t->task != NULL) force_self(t); /* deliver at the next one */
 }
 
+/* A cleanup frame's record with the C library: a longjmp, pthread_exit or cancellation discards
+ * the frame that holds it, and the C library calls this while that frame still exists. Runs the
+ * cleanup, masked, unless an unwind of ours ran it already (owner cleared). */
+static void cleanup_discarded(void *arg)
+{
+    ml_cleanup *c = arg;
+    ml_task *k = c->owner;
+    if (k == NULL) return;
+    ml_cleanup **link = &k->cleanups; /* c is the innermost one, unless pushes and pops crossed */
+    while (*link != NULL && *link != c)
+        link = &(*link)->prev;
+    if (*link == c) *link = c->prev;
+    c->owner = NULL;
+    ml_thread *t = &ml__self;
+    t->mask_depth++;
+    c->fn(c->arg);
+    t->mask_depth--;
+}
+
 void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg)
 {
     ml_task *k = ml__self.task;
@@ -310,13 +370,18 @@ void ml_cleanup_push(ml_cleanup *frame, void (*fn)(void *arg), void *arg)
     frame->arg = arg;
     frame->owner = k;
     frame->prev = k != NULL ? k->cleanups : NULL;
-    if (k != NULL) k->cleanups = frame;
+    if (k == NULL) return;
+    k->cleanups = frame;
+    ml__host_cleanup_push((ml_host_cleanup *)frame->thread_record, cleanup_discarded, frame);
 }
 
 void ml_cleanup_pop(ml_cleanup *frame, int execute)
 {
     ml_task *k = frame->owner;
-    if (k != NULL && k->cleanups == frame) k->cleanups = frame->prev;
+    if (k != NULL) {
+        if (k->cleanups == frame) k->cleanups = frame->prev;
+        ml__host_cleanup_pop((ml_host_cleanup *)frame->thread_record);
+    }
     frame->owner = NULL;
     if (execute && frame->fn != NULL) {
         ml_mask();

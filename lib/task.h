@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "host.h"
 #include "memlimits.h"
 #include "thread.h"
 
@@ -43,20 +44,27 @@ typedef struct ml_task {
     sigset_t signals_at_start; /* the thread's signal mask when ml_run started */
     ml_cleanup *cleanups;
     struct ml_task *remote_next, **remote_pprev; /* process-wide list, under registry lock */
+    /* The C library's record of the task (host.h): a longjmp, pthread_exit or cancellation
+     * that discards ml_run's frame runs it while the frame still exists. */
+    ml_host_cleanup thread_record;
     sigjmp_buf jump;
 } ml_task;
 
-/* ml_run's two halves around the call of the task's function (api.c): enter links `k` (on
- * ml_run's stack) as t's innermost task under `limits` (validated by the caller), marks it at
- * once if its token is already set or the heap is already over the global limit, and arms its
- * limit; leave takes it off every list and returns why it ended (its own or an enclosing task's
- * pending reason, tokens and the global limit looked at one last time), storing the exact bytes
- * it allocated in *allocated (may be NULL). Owner thread; t is registered. */
-void ml__task_enter(ml_thread *t, ml_task *k, const ml_limits *limits);
-ml_status ml__task_leave(ml_thread *t, ml_task *k, uint64_t *allocated);
-/* A pthread cleanup handler for ml_run: the task's function left the thread (pthread_exit,
- * cancellation): release what the task registered, as an unwind would, and unlink it. */
-void ml__task_abandoned(void *task);
+/* ml_run's body, once its arguments are checked (api.c): links `k` as t's innermost task under
+ * `limits` (marked at once if its token is already set or the heap is already over the global
+ * limit), runs fn(arg), takes the task off every list and returns why it ended: its own or an
+ * enclosing task's pending reason, with tokens and the global limit looked at one last time. The
+ * exact bytes it allocated go to *allocated (may be NULL). `k` must be in ml_run's own frame,
+ * above the frame of this call, and stay there until it returns: a C++ exception out of fn
+ * leaves through ml_run, whose cleanup calls ml__task_thrown(k). Owner thread; t registered. */
+ml_status ml__task_run(ml_thread *t, ml_task *k, const ml_limits *limits, void (*fn)(void *arg),
+                       void *arg, uint64_t *allocated);
+/* A cleanup for ml_run's frame (compiled with -fexceptions): when a C++ exception leaves ml_run,
+ * the task it held is still the thread's innermost task; unlink it and restore the thread's
+ * mask, without running its cleanups, whose frames the exception has already unwound. No effect
+ * when the task was left otherwise (ml_run returned; a jump, pthread_exit or cancellation, which
+ * the task's record with the C library saw first). */
+void ml__task_thrown(ml_task *k);
 
 /* Called by the slow path (busy) for a thread running a task, before an allocation of n bytes:
  * updates pending interrupts and says whether the allocation may go ahead. */

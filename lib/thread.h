@@ -99,6 +99,19 @@ static inline void ml__busy_leave(ml_thread *t)
     }
 }
 
+/* Makes the calling thread's next allocation an event, from its own code or from a signal
+ * handler running on it: if the handler interrupted memlimits' own code (busy), it leaves the
+ * note that ml__busy_leave honours on the way out instead. Async-signal-safe. */
+static inline void ml__thread_force_event_self(ml_thread *t)
+{
+    if (!ml__busy_enter(t)) {
+        t->wake_pending = 1;
+        return;
+    }
+    ml__thread_force_event(t);
+    ml__busy_leave(t);
+}
+
 /* Registers the calling thread (state NEW -> READY). Preconditions: global init done, busy. */
 void ml__thread_register(ml_thread *t);
 /* Runs fn with the registry lock held (the lock also guards the list of cross-thread tasks). */

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "memlimits.h"
+#include "thread.h"
 #include "token.h"
 #include "wake.h"
 
@@ -64,6 +65,13 @@ void ml_token_set(ml_token *token)
 {
     if (!ml__token_valid(token)) return;
     __atomic_store_n(&token->set, 1, __ATOMIC_RELEASE);
+    /* A task of this thread may hold the token (its own, or an enclosing task's): its next
+     * allocation must deliver, not the one that ends its 32 KiB window between two looks at its
+     * tokens. Any task will do: a token that is not in the chain costs one extra event. From a
+     * signal handler that interrupted the slow path, this leaves the note the slow path honours
+     * on its way out, after its last look at the tokens. */
+    ml_thread *t = &ml__self;
+    if (ML_LOAD(&t->task) != NULL) ml__thread_force_event_self(t);
     ml__wake_poke(); /* ML_WAKE tasks with this token get their signal from the waker */
 }
 
