@@ -72,13 +72,14 @@ ML_API uint64_t ml_heap_cap(void);
 /* Live heap bytes: the usable size of every block allocated and not yet freed, summed over all
  * threads. Exact for the calling thread and for threads that are not allocating at the time of
  * the call (it reconciles every thread's counters); a thread allocating concurrently may be
- * behind by at most 1 MiB of requests, 64 KiB near a heap cap (README "Accounting"). Thread-safe;
+ * behind by one flush interval of its requests: at most 2 MiB of heap, 128 KiB near a heap cap,
+ * for requests of 64 bytes or more 320 KiB and 20 KiB (README "Accounting"). Thread-safe;
  * not async-signal-safe (it takes a lock). 0 when memlimits is not active. */
 ML_API uint64_t ml_heap_live(void);
 
-/* The highest live heap observed so far: checked at each thread's accounting flush (every 1 MiB
- * of requests, 64 KiB near a heap cap, and after every allocation of 64 KiB or more that takes
- * the slow path), so it can miss a peak by the same per-thread bound as ml_heap_live, and can
+/* The highest live heap observed so far: checked at each thread's accounting flush (at least
+ * once per flush interval, and after every allocation of 64 KiB or more that takes the slow
+ * path), so it can miss a peak by the same per-thread bound as ml_heap_live, and can
  * exceed the true peak by at most 1 MiB of frees not yet accounted. Thread-safe and
  * async-signal-safe. */
 ML_API uint64_t ml_heap_peak(void);

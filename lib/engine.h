@@ -48,9 +48,11 @@ event:
 ml_verdict ml__event(uint64_t n, size_t align, void *old);
 
 /* The allocation admitted by the last event failed in jemalloc (out of memory): take its n bytes
- * back off the thread's count, its budget lease and its task limits. */
+ * back off the thread's count, its budget lease and its task limits, and its block's reservation
+ * off the live heap. */
 void ml__event_refund(uint64_t n);
-/* The allocation admitted by the last event succeeded (n >= 64 KiB): account it now. */
+/* The allocation admitted by the last event succeeded: settle the heap's reservation of its block,
+ * and account a block of 64 KiB or more at once (so that the peak sees it). */
 void ml__event_after(uint64_t n);
 
 /* Makes sure the calling thread is initialised and registered, outside the allocator (ml_run,

@@ -2,7 +2,7 @@
  * the registry that links the live ones so that the heap can be reconciled across threads.
  *
  * Who touches what: the owning thread reads and writes everything here. Other threads read a
- * registered thread's jemalloc counters and exchange its `reported` balance (heap.c's
+ * registered thread's jemalloc counters and update its `reported` balance (heap.c's
  * reconcile), and read its totals racily (ml__totals), under the registry lock, which also keeps
  * the struct registered while they do. The wake-up signal's handler on the owning thread (wake.c)
  * forces the countdown to zero when `busy` is clear and leaves `wake_pending` when it is set. */
@@ -35,16 +35,19 @@ typedef struct ml_thread {
     uint64_t allocations_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
-    uint64_t flush_left;  /* bytes until the next flush of the heap accounting */
+    uint64_t flush_left;  /* charged units (n + 1 per request) until the next heap check */
     uint64_t lease_left;  /* bytes of the process budget leased to this thread; ML_NONE: none */
     uint64_t samples;     /* samples taken by this thread */
     ml_rng rng;
 
     /* Heap accounting (heap.c). jemalloc's own per-thread byte counters (usable sizes), read at
-     * events; `reported` is the balance this thread last added to the process's live heap. */
+     * events; `reported` is the balance this thread last added to the process's live heap (also
+     * the lock of its flushes), `heap_reserved` the usable size of the block admitted at its last
+     * event, counted in the live heap until its next flush. */
     const uint64_t *je_allocated, *je_deallocated;
     uint64_t seen_allocated, seen_deallocated, balance_base;
     int64_t reported;
+    int64_t heap_reserved;
 
     /* Tasks (task.c). `task` is the innermost task running on this thread; the wake-up signal's
      * handler sets wake_pending when it finds the thread busy. */
