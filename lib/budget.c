@@ -31,6 +31,8 @@ int ml__budget_extend(ml_thread *t, uint64_t need)
 void ml__budget_release(ml_thread *t)
 {
     if (budget_total == ML_NONE || t->lease_left == ML_NONE) return;
-    __atomic_add_fetch(&pool, t->lease_left, __ATOMIC_RELAXED);
+    /* lease_left is as of the thread's last event: what it allocated since came out of it. */
+    uint64_t spent = ml__since_arm(t);
+    __atomic_add_fetch(&pool, t->lease_left > spent ? t->lease_left - spent : 0, __ATOMIC_RELAXED);
     t->lease_left = 0;
 }
