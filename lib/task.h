@@ -54,6 +54,10 @@ typedef struct ml_task {
  * it allocated in *allocated (may be NULL). Owner thread; t is registered. */
 void ml__task_enter(ml_thread *t, ml_task *k, const ml_limits *limits);
 ml_status ml__task_leave(ml_thread *t, ml_task *k, uint64_t *allocated);
+/* How many tasks ml__task_leave ended with `status` (ML_OK, or an interrupt's reason), since
+ * the process started (a forked child continues its parent's counts); 0 for any other value.
+ * Any thread; lock-free. */
+uint64_t ml__task_ended(ml_status status);
 /* A pthread cleanup handler for ml_run: the task's function left the thread (pthread_exit,
  * cancellation): release what the task registered, as an unwind would, and unlink it. */
 void ml__task_abandoned(void *task);
