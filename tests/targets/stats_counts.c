@@ -13,8 +13,8 @@
  *                with MEMLIMITS_ALLOC);
  *   refusals     256 KiB blocks until one is refused, then three more attempts (run it with
  *                MEMLIMITS_HEAP or MEMLIMITS_ALLOC and the enomem action);
- *   print        100 blocks held and two tasks run, then an exact snapshot, and ml_print_stats
- *                on stdout. */
+ *   print        100 blocks allocated, 50 freed, two tasks run, then an exact snapshot, and
+ *                ml_print_stats on stdout. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -194,7 +194,9 @@ static int print_mode(void)
 {
     ml_active();
     tally t = {0, 0, 0};
-    fill(blocks, 100, 9, &t); /* held: some heap to print */
+    fill(blocks, 100, 9, &t); /* some heap to print, half of it freed: live below peak */
+    uint64_t freed = 0;
+    drain(blocks, 50, &freed);
     ml_limit_allocations(1 << 20, task_alloc, NULL, NULL);
     ml_limit_allocations(10, task_alloc, NULL, NULL);
     ml_stats s = snapshot(1);
