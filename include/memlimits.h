@@ -123,10 +123,12 @@ typedef struct ml_stats {
 
     /* The heap, in usable sizes (README "Accounting, and its bound"). */
     uint64_t heap_live;   /* ml_stat: exact (it reconciles every thread, as ml_heap_live).
-                             ml_quick_stat: the running sum, behind each thread by at most its flush
-                             interval (1 MiB of requests; 64 KiB near a heap cap or while a
-                             global-memory task runs), and not yet lower by the frees a thread made
-                             since its last flush (a thread that only frees flushes only when
+                             ml_quick_stat: the running sum, behind each allocating thread by at
+                             most its flush interval of requests (1 MiB; 64 KiB near a heap cap or
+                             while a global-memory task runs) plus the request that ended the last
+                             interval when under 64 KiB, in usable sizes (at most 1.25x the
+                             request from 64 bytes up); and not yet lowered by the frees a thread
+                             made since its last flush (a thread that only frees flushes only when
                              reconciled: ml_stat, ml_heap_live, a refusal) */
     uint64_t heap_peak;   /* the highest live heap seen at a flush (ml_heap_peak): can miss a peak
                              by the flush bound and read at most 1 MiB high; ml_stat makes it at
@@ -182,7 +184,8 @@ typedef struct ml_stats {
 /* Fills *out (see the ABI rule above) exactly: flushes the caller's accounting, reconciles every
  * thread's heap counters and reads jemalloc's statistics (which locks each of its arenas in
  * turn), then sums the threads' counters under the registry lock. Costs a walk over all threads
- * and arenas: not for a hot loop. Allocates nothing. NULL: no effect. When memlimits is not
+ * and arenas: not for a hot loop. Allocates nothing (but the zero-byte probe of the process's
+ * first ml_active call). NULL: no effect. When memlimits is not
  * active (ml_active), every count is 0 and every limit ML_UNLIMITED. Thread-safe; not
  * async-signal-safe (it takes locks). */
 ML_API void ml_stat(ml_stats *out);
