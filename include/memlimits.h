@@ -93,6 +93,119 @@ ML_API uint64_t ml_heap_peak(void);
 ML_API uint64_t ml_thread_allocated(void);
 
 /* ------------------------------------------------------------------------------------------
+ * Statistics, C's image of OCaml's Gc.stat (README "Statistics" maps every Gc field). Counts run
+ * from the start of the process image; a forked child continues its parent's (its other threads
+ * count as exited). "Exact" means exact for every thread that is not allocating or exiting
+ * during the call; a thread allocating meanwhile is seen as of some instant of the call.
+ *
+ * ABI rule. Every field is a uint64_t, and new fields are only ever appended. Before each call
+ * the caller sets `size` to sizeof(ml_stats) as it was compiled (ML_STATS_INIT does). The
+ * library fills the fields that lie entirely within the first `size` bytes, zeroes the bytes
+ * from the end of its own ml_stats up to `size` (fields of a newer header that this library
+ * does not know), and sets `size` to the number of bytes it filled: the fields at offsets below
+ * `size` on return are valid. With `size` below 8 (0: the caller forgot) nothing is written. */
+typedef struct ml_stats {
+    uint64_t size; /* in: the bytes the caller provides; out: the bytes filled */
+
+    /* Allocation, exact. */
+    uint64_t allocated_bytes;  /* requested bytes, all threads, exited ones included, as
+                                  ml_thread_allocated counts them (realloc: the new size) */
+    uint64_t allocations;      /* allocation calls (malloc, calloc, realloc, the aligned
+                                  allocators, operator new, jemalloc's API), including those
+                                  that a limit refused or that failed */
+    uint64_t allocated_usable; /* jemalloc's per-thread counters of bytes allocated, in usable
+                                  sizes (what blocks occupy: >= the request), summed over live
+                                  and exited threads */
+    uint64_t freed_bytes;      /* jemalloc's per-thread counters of bytes freed, in usable sizes,
+                                  summed the same way: a realloc frees its old block's usable
+                                  size. Not seen: frees by a thread after its last TLS destructor
+                                  round, and by a thread that memlimits never registered
+                                  (README "Statistics") */
+
+    /* The heap, in usable sizes (README "Accounting, and its bound"). */
+    uint64_t heap_live;   /* ml_stat: exact (it reconciles every thread, as ml_heap_live).
+                             ml_quick_stat: the running sum, behind each allocating thread by at
+                             most its flush interval of requests (1 MiB; 64 KiB near a heap cap or
+                             while a global-memory task runs) plus the request that ended the last
+                             interval when under 64 KiB, in usable sizes (at most 1.25x the
+                             request from 64 bytes up); and not yet lowered by the frees a thread
+                             made since its last flush (a thread that only frees flushes only when
+                             reconciled: ml_stat, ml_heap_live, a refusal) */
+    uint64_t heap_peak;   /* the highest live heap seen at a flush (ml_heap_peak): can miss a peak
+                             by the flush bound and read at most 1 MiB high; ml_stat makes it at
+                             least heap_live */
+    uint64_t heap_cap;    /* the heap cap in force; ML_UNLIMITED: none */
+    uint64_t heap_mapped; /* ml_stat: bytes jemalloc holds mapped for the heap (live blocks,
+                             free room, its metadata), at least heap_live. ml_quick_stat: 0 */
+    uint64_t heap_mapped_max; /* ml_stat: the highest heap_mapped seen by ml_stat or glibc's
+                                 mallinfo family, at least heap_peak. ml_quick_stat: 0 */
+
+    /* The process allocation budget (MEMLIMITS_ALLOC) and the global memory limit. */
+    uint64_t budget_total; /* ML_UNLIMITED: no budget (budget_used 0, budget_left ML_UNLIMITED) */
+    uint64_t budget_used;  /* budget_total - budget_left */
+    uint64_t budget_left;  /* ml_stat: exact (the threads' unspent leases count as left).
+                              ml_quick_stat: leases count as spent, so it can be low by 1 MiB per
+                              thread */
+    uint64_t global_memory_limit; /* ml_global_memory_limit(); ML_UNLIMITED: none */
+
+    /* The sampler. */
+    uint64_t samples;         /* samples taken, all threads: about allocated_bytes / gap */
+    uint64_t sample_mean_gap; /* MEMLIMITS_SAMPLE: the mean gap in bytes between samples */
+
+    /* Threads. */
+    uint64_t threads_live;       /* threads registered now (those that allocated, or were
+                                    created through pthread_create, and have not exited) */
+    uint64_t threads_registered; /* threads ever registered, exited ones included */
+
+    /* The process-wide limits (README "Limits and actions"). */
+    uint64_t heap_cap_fired;   /* 1 once the heap cap refused an allocation, else 0 */
+    uint64_t heap_cap_refused; /* allocations the heap cap refused */
+    uint64_t budget_fired;     /* 1 once the allocation budget refused an allocation, else 0 */
+    uint64_t budget_refused;   /* allocations the budget refused */
+
+    /* Tasks: ml_run (and its shorthands) counted when it returns the task's outcome; calls that
+     * return an error ran no task and are not counted, nor is a task whose function left its
+     * thread (pthread_exit). A nested task counts on its own. */
+    uint64_t tasks_run;                    /* the sum of the four counts below */
+    uint64_t tasks_ok;                     /* returned ML_OK */
+    uint64_t tasks_interrupted_memory;     /* returned ML_MEMORY_LIMIT */
+    uint64_t tasks_interrupted_allocation; /* returned ML_ALLOCATION_LIMIT */
+    uint64_t tasks_interrupted_token;      /* returned ML_TOKEN */
+} ml_stats;
+
+/* An initialiser of an ml_stats ready for ml_stat and ml_quick_stat: `size` set, every other
+ * field 0 (C99's designated initialisers; in C++, value-initialise and set `size`). */
+#ifndef __cplusplus
+#define ML_STATS_INIT                                                                              \
+    {                                                                                              \
+        .size = sizeof(ml_stats)                                                                   \
+    }
+#endif
+
+/* Fills *out (see the ABI rule above) exactly: flushes the caller's accounting, reconciles every
+ * thread's heap counters and reads jemalloc's statistics (which locks each of its arenas in
+ * turn), then sums the threads' counters under the registry lock. Costs a walk over all threads
+ * and arenas: not for a hot loop. Allocates nothing (but the zero-byte probe of the process's
+ * first ml_active call). NULL: no effect. When memlimits is not
+ * active (ml_active), every count is 0 and every limit ML_UNLIMITED. Thread-safe; not
+ * async-signal-safe (it takes locks). */
+ML_API void ml_stat(ml_stats *out);
+
+/* ml_stat without the reconcile and without jemalloc's statistics: heap_live is the running sum
+ * (within the bound stated at the field), budget_left counts the threads' leases as spent,
+ * heap_mapped and heap_mapped_max are 0; every other field is as exact as ml_stat's. Takes only
+ * the registry lock, once, to sum the threads' counters. Allocates nothing. NULL: no effect.
+ * Thread-safe; not async-signal-safe. */
+ML_API void ml_quick_stat(ml_stats *out);
+
+/* Writes ml_stat's figures to file descriptor fd, one "name: value" line per field of ml_stats
+ * but `size`, in the struct's order, named as the fields are; a value is a decimal number, or
+ * "unlimited" for ML_UNLIMITED in a limit. Written with write(2) from a stack buffer (retrying
+ * short writes and EINTR): no stdio, nothing allocated, so it may be called anywhere ml_stat
+ * may. A write error ends the output silently. Thread-safe; not async-signal-safe. */
+ML_API void ml_print_stats(int fd);
+
+/* ------------------------------------------------------------------------------------------
  * Tokens. A token is a flag that, once set, interrupts every task running with it. Tokens live
  * in memory memlimits never returns to the system, so a destroyed token is detected (and
  * refused) instead of crashing, until its slot is reused by a later ml_token_create.

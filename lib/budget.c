@@ -31,6 +31,29 @@ int ml__budget_extend(ml_thread *t, uint64_t need)
 void ml__budget_release(ml_thread *t)
 {
     if (budget_total == ML_NONE || t->lease_left == ML_NONE) return;
-    __atomic_add_fetch(&pool, t->lease_left, __ATOMIC_RELAXED);
+    /* lease_left is as of the thread's last event: what it allocated since came out of it. */
+    uint64_t spent = ml__since_arm(t);
+    __atomic_add_fetch(&pool, t->lease_left > spent ? t->lease_left - spent : 0, __ATOMIC_RELAXED);
     t->lease_left = 0;
+}
+
+/* A thread's unspent lease: what it leased, less what it allocated since its last event
+ * (ml__since_arm), which the countdown kept within the lease. */
+static void add_unspent(ml_thread *t, void *ctx)
+{
+    uint64_t lease = ML_LOAD(&t->lease_left);
+    if (lease == ML_NONE) return; /* registered before its lease was set: holds none */
+    uint64_t spent = ml__since_arm(t);
+    *(uint64_t *)ctx += lease > spent ? lease - spent : 0;
+}
+
+uint64_t ml__budget_left(int exact)
+{
+    if (budget_total == ML_NONE) return ML_NONE;
+    if (!exact) return ML_LOAD(&pool);
+    ml__registry_lock();
+    uint64_t left = ML_LOAD(&pool);
+    ml__thread_each_locked(add_unspent, &left);
+    ml__registry_unlock();
+    return left;
 }

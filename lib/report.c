@@ -48,6 +48,11 @@ int ml__report_record(ml_limit_kind kind, uint32_t thread, uint64_t allocation, 
     return 1;
 }
 
+uint64_t ml__report_refused(ml_limit_kind kind)
+{
+    return ML_LOAD(&firings[kind].count);
+}
+
 /* ---- The destination ------------------------------------------------------------------------
  *
  * Nothing silently dropped. A report opened only when it is written is lost by a program that

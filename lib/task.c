@@ -27,6 +27,7 @@
 static uint64_t global_limit = ML_NONE;
 static ml_task *remote_tasks; /* token and global-memory tasks, under the registry lock */
 static uint64_t global_generation, global_marked_generation;
+static uint64_t tasks_ended[ML_TOKEN + 1]; /* by the status ml_run returned: ML_OK to ML_TOKEN */
 
 uint64_t ml__global_limit(void)
 {
@@ -263,7 +264,13 @@ static ml_status leave(ml_thread *t, ml_task *k, uint64_t *allocated)
     uint64_t count = exact_allocated(t) - k->start;
     finish(t, k);
     if (allocated != NULL) *allocated = count;
+    __atomic_add_fetch(&tasks_ended[reason], 1, __ATOMIC_RELAXED);
     return (ml_status)reason;
+}
+
+uint64_t ml__task_ended(ml_status status)
+{
+    return status >= ML_OK && status <= ML_TOKEN ? ML_LOAD(&tasks_ended[status]) : 0;
 }
 
 /* The task's record with the C library (host.h): a longjmp, siglongjmp or __longjmp_chk out of

@@ -65,6 +65,10 @@ ml_status ml__task_run(ml_thread *t, ml_task *k, const ml_limits *limits, void (
  * when the task was left otherwise (ml_run returned; a jump, pthread_exit or cancellation, which
  * the task's record with the C library saw first). */
 void ml__task_thrown(ml_task *k);
+/* How many tasks ml_run ended with `status` (ML_OK, or an interrupt's reason), since
+ * the process started (a forked child continues its parent's counts); 0 for any other value.
+ * Any thread; lock-free. */
+uint64_t ml__task_ended(ml_status status);
 
 /* Called by the slow path (busy) for a thread running a task, before an allocation of n bytes:
  * updates pending interrupts and says whether the allocation may go ahead. */

@@ -27,6 +27,7 @@ static ml_thread *registry;
 static uint32_t registered_count;
 static uint32_t next_index;
 static uint64_t retired_allocated, retired_allocations, retired_samples;
+static uint64_t retired_je_allocated, retired_je_freed; /* jemalloc's counters at retirement */
 static pthread_key_t exit_key;
 static const ml_thread_hooks *hooks;
 
@@ -36,6 +37,8 @@ static void retire_totals(const ml_thread *t)
     retired_allocated += t->allocated + ml__since_arm(t);
     retired_allocations += t->allocations;
     retired_samples += t->samples;
+    retired_je_allocated += ML_LOAD(t->je_allocated);
+    retired_je_freed += ML_LOAD(t->je_deallocated);
 }
 
 /* The final round: hand back what the thread holds, unregister it, and leave it DEAD, so that
@@ -133,18 +136,33 @@ uint32_t ml__thread_count(void)
 
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples)
 {
+    ml_thread_totals sum;
+    ml__thread_totals(&sum);
+    *allocated = sum.allocated;
+    *allocations = sum.allocations;
+    *samples = sum.samples;
+}
+
+void ml__thread_totals(ml_thread_totals *out)
+{
     pthread_mutex_lock(&registry_lock);
-    uint64_t a = retired_allocated, n = retired_allocations, s = retired_samples;
+    ml_thread_totals sum = {.allocated = retired_allocated,
+                            .allocations = retired_allocations,
+                            .samples = retired_samples,
+                            .je_allocated = retired_je_allocated,
+                            .je_freed = retired_je_freed,
+                            .live = registered_count,
+                            .registered = next_index};
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
-        a += ML_LOAD(&t->allocated) + ml__since_arm(t);
-        n += ML_LOAD(&t->allocations);
-        s += ML_LOAD(&t->samples);
+        sum.allocated += ML_LOAD(&t->allocated) + ml__since_arm(t);
+        sum.allocations += ML_LOAD(&t->allocations);
+        sum.samples += ML_LOAD(&t->samples);
+        sum.je_allocated += ML_LOAD(t->je_allocated);
+        sum.je_freed += ML_LOAD(t->je_deallocated);
     }
     pthread_mutex_unlock(&registry_lock);
-    *allocated = a;
-    *allocations = n;
-    *samples = s;
+    *out = sum;
 }
 
 static void fork_prepare(void)

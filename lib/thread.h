@@ -127,6 +127,19 @@ void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 uint32_t ml__thread_count(void);
 /* Totals over all threads, live and exited: requested bytes, allocations, samples. */
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples);
+/* The same and more, from one walk under the registry lock: racy for threads allocating during
+ * the call, exact for the others. Exited threads count with what they had at their retirement;
+ * a forked child continues its parent's sums. */
+typedef struct ml_thread_totals {
+    uint64_t allocated;    /* requested bytes (ml__since_arm included) */
+    uint64_t allocations;  /* allocation calls */
+    uint64_t samples;      /* samples taken */
+    uint64_t je_allocated; /* jemalloc's counters: usable bytes allocated and freed */
+    uint64_t je_freed;
+    uint32_t live;       /* threads registered now */
+    uint32_t registered; /* threads ever registered: the next registration index */
+} ml_thread_totals;
+void ml__thread_totals(ml_thread_totals *out);
 
 /* The work that thread exit and fork need from the modules above this one (heap accounting,
  * the budget, tasks). They are registered once at init (init.c), so that this module never
