@@ -121,14 +121,15 @@ typedef struct ml_thread_hooks {
     void (*exit_round)(ml_thread *t);
     /* The last round: give back what the thread holds, before it is unregistered. Busy. */
     void (*retire)(ml_thread *t);
-    /* In the fork child, after the registry was reduced to the forking thread; the registry
-     * lock is free. */
+    /* In the child of a fork that took the locks (a multithreaded parent, thread.c), after the
+     * registry was reduced to the forking thread; the registry lock is free. Not called after a
+     * single-threaded parent's fork, whose child resets nothing. */
     void (*fork_child)(void);
 } ml_thread_hooks;
 
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
  * by init.c: the key before jemalloc initialises (so that ours runs first at thread exit), the
- * fork handlers after (so that ours run first before fork). `hooks` must outlive the process. */
+ * fork handlers after it. `hooks` must outlive the process. */
 int ml__thread_setup_key(const ml_thread_hooks *hooks);
 void ml__thread_setup_fork(void);
 
