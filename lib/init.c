@@ -52,9 +52,9 @@ static void thread_retire(ml_thread *t)
     ml__budget_release(t);
 }
 
-static void fork_child(void)
+static void fork_child(int multithreaded)
 {
-    ml__task_fork_child();
+    ml__task_fork_child(multithreaded);
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};

@@ -20,9 +20,9 @@
  * malloc, free or memlimits itself, and the lock that code holds would never be released. No
  * other thread exists, so nothing needs excluding; in the child nothing was locked, so nothing is
  * reset, and when the handler returns the interrupted code finishes as it would have in the
- * parent. The residual is glibc's: the child may use only async-signal-safe functions until the
- * handler returns, since the state the interrupted code was updating (jemalloc's, ours) is half
- * done. */
+ * parent. The child only refreshes the forking thread's own facts (its kernel thread id). The
+ * residual is glibc's: the child may use only async-signal-safe functions until the handler
+ * returns, since the state the interrupted code was updating (jemalloc's, ours) is half done. */
 #define _GNU_SOURCE
 #include "thread.h"
 
@@ -205,9 +205,19 @@ static void fork_child_locked(ml_thread *self)
 
 static void fork_child(void)
 {
-    if (!fork_locked) return;
-    fork_child_locked(&ml__self);
-    hooks->fork_child();
+    ml_thread *self = &ml__self;
+    /* The child's one thread has a kernel thread id of its own. */
+    self->tid = ml__gettid();
+    if (!fork_locked) {
+        hooks->fork_child(0);
+        return;
+    }
+    fork_child_locked(self);
+    /* Busy: what the hook allocates (the waker thread it may start) passes through, never
+     * refused by a task of this thread. */
+    int entered = ml__busy_enter(self);
+    hooks->fork_child(1);
+    if (entered) ml__busy_leave(self);
 }
 
 int ml__thread_setup_key(const ml_thread_hooks *h)

@@ -1,8 +1,12 @@
-/* fork (lib/thread.c's fork handlers, lib/host_runtime.c's capture of jemalloc's):
+/* fork (lib/thread.c's fork handlers, lib/host_runtime.c's capture of jemalloc's, the fork child
+ * of lib/task.c and lib/wake.c):
  * - a single-threaded program may fork from a signal handler that interrupted malloc, free,
  *   realloc or stdio, as it may under glibc's malloc: memlimits takes no lock then
  *   (tests/targets/fork_signal.c, run preloaded), and jemalloc's lock statistics show that none
- *   of its locks is taken, while a multithreaded fork runs its handlers (fork_locks.c).
+ *   of its locks is taken, while a multithreaded fork runs its handlers (fork_locks.c);
+ * - in a forked child, an ML_WAKE task is woken when another thread sets its token, on a new
+ *   thread, and on the thread that forked, whether its task started before or after the fork
+ *   (tests/targets/fork_wake.c, linked with -lmemlimits).
  * The fork tests of a multithreaded parent (stdio, 200 forks from threads) are in test_robust.c.
  * A hang shows as the child runner's timeout killing the target. */
 #include <criterion/criterion.h>
@@ -60,4 +64,33 @@ Test(fork, single_threaded_fork_takes_no_jemalloc_lock)
 Test(fork, multithreaded_fork_runs_jemalloc_handlers)
 {
     expect_target("fork_locks", "multi", 0, NULL, "ok multi");
+}
+
+static const char *const wake_env[] = {"MEMLIMITS_SIGNAL=USR2", NULL};
+
+/* The sleeping task runs on a thread created in the child. */
+Test(fork, wake_task_on_thread_created_in_child)
+{
+    expect_target("fork_wake", "new_thread", 0, wake_env, "ok new_thread");
+}
+
+/* The sleeping task runs on the thread that forked, started in the child. Before the fix, the
+ * task carried the thread id the thread had in the parent, and the signal never reached it. */
+Test(fork, wake_task_on_forking_thread_started_after_fork)
+{
+    expect_target("fork_wake", "after_fork", 0, wake_env, "ok after_fork");
+}
+
+/* The child continues inside the parent's ML_WAKE task and sleeps there. Before the fix, the
+ * task kept the parent's thread id, and no waker thread ran in the child to signal it. */
+Test(fork, wake_task_on_forking_thread_across_fork)
+{
+    expect_target("fork_wake", "across_fork", 0, wake_env, "ok across_fork");
+}
+
+/* The token was set in the parent and its wake-up signal was pending on the forking thread at the
+ * fork: the child starts with no signal pending, and its task must be signalled again. */
+Test(fork, wake_task_signalled_again_when_fork_drops_pending_signal)
+{
+    expect_target("fork_wake", "pending_at_fork", 0, wake_env, "ok pending_at_fork");
 }
