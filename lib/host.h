@@ -26,7 +26,8 @@ int mlje_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size
 #define MLJE_MALLOCX_ALIGN(a) ((int)(__builtin_ffsll((long long)(a)) - 1))
 
 /* Makes jemalloc initialise itself and checks that it keeps per-thread byte counters (built
- * with --enable-stats). Returns 0, or -1 when the counters are missing. Init only. */
+ * with --enable-stats) and that it handed over its fork handlers (below). Returns 0, -1 when
+ * the counters are missing, -2 when the fork handlers are. Init only. */
 int ml__host_jemalloc_init(void);
 /* Sets up jemalloc's state for the calling thread and returns pointers to its exact per-thread
  * counters of bytes allocated and freed (usable sizes). Under an exhausted RLIMIT_AS the thread
@@ -47,6 +48,24 @@ int ml__host_jemalloc_stats(ml_host_heap_stats *out);
 
 /* stdio's list lock, which glibc's fork takes after the atfork prepare handlers: memlimits' fork
  * handlers take it first, so that no thread inside stdio calling malloc can deadlock a fork. */
+
+/* fork. The process has one set of fork handlers for memlimits and its jemalloc: jemalloc's call
+ * of pthread_atfork at its initialisation is redirected to a function of host_runtime.c that
+ * stores its three handlers (cmake/embed-jemalloc.sh), and memlimits' handlers (thread.c) call
+ * them through these, at the point and under the condition they choose. Each does nothing if
+ * jemalloc has not initialised yet. */
+void ml__host_jemalloc_prefork(void);
+void ml__host_jemalloc_postfork_parent(void);
+void ml__host_jemalloc_postfork_child(void);
+/* Whether the process has only ever had one thread: glibc's __libc_single_threaded, the
+ * criterion by which glibc's own fork (2.36) skips its malloc and stdio locks, so that fork
+ * stays usable from signal handlers. Once false it stays false, in forked children too.
+ * Async-signal-safe. */
+int ml__host_single_threaded(void);
+
+/* stdio's list lock, which glibc's fork takes after the atfork prepare handlers (when the process
+ * is multithreaded): memlimits' fork handlers take it first, so that no thread inside stdio
+ * calling malloc can deadlock a fork. */
 void ml__host_stdio_lock(void);
 void ml__host_stdio_unlock(void);
 void ml__host_stdio_reset(void); /* in the fork child */

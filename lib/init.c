@@ -4,11 +4,12 @@
  * constructor runs, so initialisation is lazy: the first slow path of any thread runs ml__init.
  * It parses the environment (getenv is safe this early on Linux; we read environ directly), then
  * creates the thread-exit key, then makes jemalloc initialise itself with a malloc/free pair,
- * then registers our fork handlers: that order puts our key destructor before jemalloc's and our
- * fork prepare handler before jemalloc's. The constructor runs it too, so that a program that
- * never allocates still has its configuration checked and printed. A second thread arriving
- * while a first initialises waits for it; the initialising thread's own nested allocations pass
- * through the slow path (busy) without waiting. */
+ * then registers our fork handlers: that order puts our key destructor before jemalloc's (fork
+ * needs no order: jemalloc hands its fork handlers to ours, which call them, host.h). The
+ * constructor runs it too, so that a program that never allocates still has its configuration
+ * checked and printed. A second thread arriving while a first initialises waits for it; the
+ * initialising thread's own nested allocations pass through the slow path (busy) without
+ * waiting. */
 #define _GNU_SOURCE
 #include "init.h"
 
@@ -51,9 +52,9 @@ static void thread_retire(ml_thread *t)
     ml__budget_release(t);
 }
 
-static void fork_child(void)
+static void fork_child(int multithreaded)
 {
-    ml__task_fork_child();
+    ml__task_fork_child(multithreaded);
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
@@ -82,8 +83,10 @@ static void init_once(void)
     if (ml__config_load_env(&config, ml__environment(), err, sizeof err) != 0) fatal(err);
     if (ml__report_setup(&config, err, sizeof err) != 0) fatal(err);
     if (ml__thread_setup_key(&thread_hooks) != 0) fatal("memlimits: cannot create a pthread key");
-    if (ml__host_jemalloc_init() != 0)
+    int je = ml__host_jemalloc_init();
+    if (je == -1)
         fatal("memlimits: the embedded jemalloc has no per-thread statistics (--enable-stats)");
+    if (je != 0) fatal("memlimits: the embedded jemalloc registered no fork handlers");
     ml__thread_setup_fork();
     ml__sampler_set_mean(config.sample);
     ml__sampler_set_seed(config.seed.set ? config.seed.value : ml__os_entropy());

@@ -176,11 +176,21 @@ void ml__task_wake_scan(void)
     }
 }
 
-void ml__task_fork_child(void)
+void ml__task_fork_child(int multithreaded)
 {
-    /* Only the forking thread survives; its own tasks stay linked, the others' frames are gone. */
-    ml_task **link = &remote_tasks;
+    /* The forking thread's tasks, whose ml_run the child carries on in, name the thread by the
+     * kernel id it had in the parent: give them the child's. */
     ml_thread *self = &ml__self;
+    for (ml_task *k = self->task; k != NULL; k = k->parent)
+        k->tid = self->tid;
+    if (!multithreaded) return; /* no other thread ever existed: nothing else changed */
+    /* Only the forking thread survives; its own tasks stay linked, the others' frames are gone.
+     * A wake-up signal sent to the forking thread but not yet delivered is not inherited, so its
+     * ML_WAKE tasks are signalled again, by a waker of the child's own, started here: the child
+     * carries on inside them, and a token set in the child (from a signal handler, say) must
+     * reach them at once as it would have in the parent. */
+    ml_task **link = &remote_tasks;
+    int wake = 0;
     while (*link != NULL) {
         ml_task *k = *link;
         if (k->thread != self) {
@@ -189,9 +199,11 @@ void ml__task_fork_child(void)
         } else {
             k->remote_pprev = link;
             link = &k->remote_next;
+            ML_STORE(&k->woken, 0);
+            wake |= (k->flags & ML_WAKE) != 0;
         }
     }
-    ml__wake_fork_child();
+    ml__wake_fork_child(wake);
 }
 
 /* Makes the calling thread's next allocation an event (to arm or disarm task limits, or to

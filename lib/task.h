@@ -90,7 +90,9 @@ void ml__task_set_global_limit(uint64_t bytes);
 /* The waker's scan (wake.c calls it under the registry lock): marks and signals the ML_WAKE
  * tasks whose token is set or whose global limit is crossed. */
 void ml__task_wake_scan(void);
-/* In the fork child: only the forking thread's tasks survive. */
-void ml__task_fork_child(void);
+/* In the fork child (thread.h's fork_child hook, same contract): the forking thread's tasks get
+ * its new thread id; after a multithreaded parent, only its tasks stay linked, and if one has
+ * ML_WAKE a waker is started for the child. */
+void ml__task_fork_child(int multithreaded);
 
 #endif

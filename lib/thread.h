@@ -54,7 +54,7 @@ typedef struct ml_thread {
     struct ml_task *task;
     uint32_t mask_depth;
     volatile int wake_pending;
-    int tid;
+    int tid; /* kernel thread id, for the wake-up signal: set at registration and in a fork child */
 
     struct ml_thread *next, **pprev; /* registry links, under the registry lock */
     uint32_t index;                  /* registration order: 0 is the first thread */
@@ -150,14 +150,17 @@ typedef struct ml_thread_hooks {
     void (*exit_round)(ml_thread *t);
     /* The last round: give back what the thread holds, before it is unregistered. Busy. */
     void (*retire)(ml_thread *t);
-    /* In the fork child, after the registry was reduced to the forking thread; the registry
-     * lock is free. */
-    void (*fork_child)(void);
+    /* In the fork child, on its one thread, once that thread's `tid` is its own. When
+     * `multithreaded`, the fork took every lock (thread.c), the locks are reset and the registry
+     * is reduced to the forking thread, which is busy. Otherwise the parent had only ever had
+     * this thread, nothing was locked, and the code a signal handler interrupted may be in the
+     * middle of updating any shared structure: touch only this thread's own facts. */
+    void (*fork_child)(int multithreaded);
 } ml_thread_hooks;
 
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
  * by init.c: the key before jemalloc initialises (so that ours runs first at thread exit), the
- * fork handlers after (so that ours run first before fork). `hooks` must outlive the process. */
+ * fork handlers after it. `hooks` must outlive the process. */
 int ml__thread_setup_key(const ml_thread_hooks *hooks);
 void ml__thread_setup_fork(void);
 

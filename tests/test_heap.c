@@ -222,7 +222,10 @@ static void hook_noop(ml_thread *t)
     (void)t;
 }
 
-static void fork_noop(void) {}
+static void fork_noop(int multithreaded)
+{
+    (void)multithreaded;
+}
 
 static const ml_thread_hooks noop_hooks = {hook_noop, hook_noop, fork_noop};
 
