@@ -54,7 +54,7 @@ static void arm(ml_thread *t)
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
     }
     t->armed = next;
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);
 }
 
@@ -127,17 +127,18 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t);                            /* bytes, n included */
-    uint64_t units = t->armed - ML_LOAD(&t->until_event) - n - 1; /* before this request */
+    uint64_t spent = ml__since_arm(t); /* bytes, n included */
+    uint64_t charged = ml__charged_units(n, align);
+    uint64_t units = t->armed - ML_LOAD(&t->until_event) - charged; /* before this request */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
     consume(t, spent - n, units);
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == ML_ALLOW)
-        consume(t, n, n + 1);
+        consume(t, n, charged);
     else if (t->heap_reserved != 0)
         ml__heap_flush(t); /* the block the heap admitted will not be allocated */
     arm(t);

@@ -47,7 +47,7 @@ static void mark(ml_task *k, int reason)
 }
 
 /* Whether the live heap is above the global limit: the one global-limit check. Far below the
- * limit the batched sum answers (it lags each thread by at most two far flush intervals); near
+ * limit the batched sum answers (it lags each thread by at most ML_HEAP_LAG_MAX); near
  * or over it, the sum may lag allocations (not yet flushed) or frees (a thread that only frees),
  * so every thread is reconciled first and the answer is exact up to allocations in flight.
  * `locked`: the caller holds the registry lock. */
@@ -55,7 +55,7 @@ static int over_global(int locked)
 {
     uint64_t limit = ML_LOAD(&global_limit);
     if (limit == ML_NONE) return 0;
-    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_FAR * 2;
+    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_HEAP_LAG_MAX;
     if (ml__heap_live() + slack <= limit) return 0;
     if (locked)
         ml__heap_reconcile_locked();

@@ -67,7 +67,7 @@ static void retire_now(ml_thread *t)
     t->allocated += ml__since_arm(t);
     t->state = ML_THREAD_DEAD;
     t->armed = t->until_event = 0;
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     t->busy = 0;
 }
 

@@ -33,6 +33,9 @@ typedef struct ml_thread {
      * `allocations_at_arm`; see ml__since_arm. */
     uint64_t armed;
     uint64_t allocations_at_arm;
+    /* Units charged beyond n + 1 by aligned allocations (engine.h's ml__charge_aligned), in
+     * total and when the countdown was armed: not bytes, so ml__since_arm takes them out. */
+    uint64_t units_extra, units_extra_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
     uint64_t flush_left;  /* charged units (n + 1 per request) until the next heap check */
@@ -66,12 +69,21 @@ typedef struct ml_thread {
 extern ML_TLS ml_thread ml__self;
 
 /* Requested bytes allocated since the countdown was armed, exactly: each allocation took
- * n + 1 off the countdown and added 1 to `allocations`. Modulo 2^64, which keeps it exact even
- * when a subtraction wrapped (n = SIZE_MAX charges 2^64). Includes an allocation being charged. */
+ * n + 1 off the countdown (aligned ones more, recorded in units_extra) and added 1 to
+ * `allocations`. Modulo 2^64, which keeps it exact even when a subtraction wrapped (n = SIZE_MAX
+ * charges 2^64). Includes an allocation being charged. */
 static inline uint64_t ml__since_arm(const ml_thread *t)
 {
     return (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event)) -
-           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm));
+           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm)) -
+           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+}
+
+/* Records that the countdown is being armed now (see ml__since_arm). */
+static inline void ml__thread_mark_arm(ml_thread *t)
+{
+    t->allocations_at_arm = t->allocations;
+    t->units_extra_at_arm = t->units_extra;
 }
 
 /* Enters memlimits' own code on this thread: from here, nested allocations pass straight

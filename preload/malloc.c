@@ -38,7 +38,8 @@ static inline __attribute__((always_inline)) void *do_malloc(size_t size, const 
 static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
                                                             const void *ret)
 {
-    if (ML_UNLIKELY(ml__charge(size))) return ml__memalign_slow(out, align, size, ret);
+    if (ML_UNLIKELY(ml__charge_aligned(size, align)))
+        return ml__memalign_slow(out, align, size, ret);
     return mlje_posix_memalign(out, align, size);
 }
 

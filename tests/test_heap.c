@@ -421,6 +421,44 @@ Test(heap, small_requests_are_held_by_the_cap)
     single_size(1000);
 }
 
+/* Aligned requests are charged their alignment on top of n + 1 (engine.h's
+ * ml__charge_aligned), so a block jemalloc rounds up to the alignment or to its 16 KiB large
+ * class is bound by the near interval like any other: at most ratio_aligned units per byte. */
+static void single_aligned(size_t size, size_t align)
+{
+    char arg[32], arg_align[32];
+    snprintf(arg, sizeof arg, "%zu", size);
+    snprintf(arg_align, sizeof arg_align, "%zu", align);
+    const char *args[] = {"aligned", arg, arg_align, "20000000", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=4M", "MEMLIMITS_SAMPLE=1T", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    long long cap = field(c.out, "cap"), live = field(c.out, "base") + field(c.out, "usable");
+    long long blocks = field(c.out, "blocks");
+    cr_assert_gt(blocks, 0, "%s", c.out);
+    /* Heap bytes per charged unit for these requests, from the blocks themselves. */
+    double ratio_aligned =
+        (double)field(c.out, "usable") / (double)blocks / (double)(size + 1 + align);
+    long long bound = (long long)(ratio_aligned * (double)FLUSH_NEAR);
+    cr_expect_eq(field(c.out, "failed"), 1,
+                 "posix_memalign(%zu, %zu) never failed: %lld blocks, %lld bytes live under a "
+                 "%lld-byte cap",
+                 align, size, blocks, live, cap);
+    cr_expect_eq(field(c.out, "errno"), ENOMEM);
+    cr_expect_leq(live - cap, bound,
+                  "posix_memalign(%zu, %zu): %lld bytes past the cap (bound %lld)\n%s", align, size,
+                  live - cap, bound, c.out);
+    ml_child_free(&c);
+}
+
+Test(heap, aligned_requests_are_held_by_the_cap)
+{
+    single_aligned(0, 4096);
+    single_aligned(0, 64);
+    single_aligned(100, 4096);
+    single_aligned(5000, 8192);
+}
+
 /* A thread that armed a far interval and then stayed idle while another filled the heap can
  * still allocate that interval unchecked: the far term of the bound (README). */
 Test(heap, a_thread_idle_since_far_from_the_cap_stays_within_the_far_bound)

@@ -5,6 +5,7 @@
  *   size SIZE COUNT  malloc(SIZE) until it fails or COUNT blocks are held; prints the baseline
  *                    live heap, the cap, the blocks got, the sum of their usable sizes, whether
  *                    a malloc failed and its errno.
+ *   aligned SIZE ALIGN COUNT  the same with posix_memalign(ALIGN, SIZE).
  *   realloc          holds a block of 60% of the cap and reallocs it to 90%: the old block is
  *                    given back by the realloc, so it fits. Prints "realloc ok" or "realloc null".
  *   free_elsewhere   fills the heap with 1 MiB blocks until one fails; another thread, which
@@ -34,15 +35,23 @@ static uint64_t (*heap_live)(void);
 static uint64_t (*heap_cap)(void);
 static void *blocks[MAX_BLOCKS];
 
-/* malloc(size) until it fails or `limit` blocks are held (never freed: the process exits). */
-static uint64_t fill(size_t size, uint64_t limit, uint64_t *count, int *failed, int *err)
+/* malloc(size), or posix_memalign(align, size) when align > 0, until it fails or `limit`
+ * blocks are held (never freed: the process exits). */
+static uint64_t fill(size_t size, size_t align, uint64_t limit, uint64_t *count, int *failed,
+                     int *err)
 {
     uint64_t usable = 0, n = 0;
     *failed = 0;
     *err = 0;
     for (; n < limit; n++) {
         errno = 0;
-        void *p = malloc(size);
+        void *p = NULL;
+        if (align == 0) {
+            p = malloc(size);
+        } else {
+            int rc = posix_memalign(&p, align, size);
+            if (rc != 0) errno = rc;
+        }
         if (p == NULL) {
             *failed = 1;
             *err = errno;
@@ -54,11 +63,11 @@ static uint64_t fill(size_t size, uint64_t limit, uint64_t *count, int *failed, 
     return usable;
 }
 
-static int run_size(size_t size, uint64_t limit)
+static int run_size(size_t size, size_t align, uint64_t limit)
 {
     uint64_t base = heap_live(), count;
     int failed, err;
-    uint64_t usable = fill(size, limit, &count, &failed, &err);
+    uint64_t usable = fill(size, align, limit, &count, &failed, &err);
     say("base %llu\ncap %llu\nblocks %llu\nusable %llu\nfailed %d\nerrno %d\n",
         (unsigned long long)base, (unsigned long long)heap_cap(), (unsigned long long)count,
         (unsigned long long)usable, failed, err);
@@ -129,7 +138,7 @@ static void *idler(void *arg)
     pthread_barrier_wait(&step); /* 2: the main thread has filled the heap */
     uint64_t count;
     int failed, err;
-    idle_usable = fill(idle_size, UINT64_MAX, &count, &failed, &err);
+    idle_usable = fill(idle_size, 0, UINT64_MAX, &count, &failed, &err);
     return NULL;
 }
 
@@ -142,7 +151,7 @@ static int run_idle(size_t size)
     pthread_barrier_wait(&step);
     uint64_t base = heap_live(), count;
     int failed, err;
-    uint64_t usable = fill(size, UINT64_MAX, &count, &failed, &err);
+    uint64_t usable = fill(size, 0, UINT64_MAX, &count, &failed, &err);
     pthread_barrier_wait(&step);
     pthread_join(thread, NULL);
     say("base %llu\ncap %llu\nmain %llu\nidle %llu\n", (unsigned long long)base,
@@ -158,7 +167,10 @@ int main(int argc, char **argv)
     if (heap_live == NULL || heap_cap == NULL) return 100;
     if (heap_cap() == UINT64_MAX) return 101;
     if (argc == 4 && strcmp(argv[1], "size") == 0)
-        return run_size(strtoull(argv[2], NULL, 10), strtoull(argv[3], NULL, 10));
+        return run_size(strtoull(argv[2], NULL, 10), 0, strtoull(argv[3], NULL, 10));
+    if (argc == 5 && strcmp(argv[1], "aligned") == 0)
+        return run_size(strtoull(argv[2], NULL, 10), strtoull(argv[3], NULL, 10),
+                        strtoull(argv[4], NULL, 10));
     if (argc == 2 && strcmp(argv[1], "realloc") == 0) return run_realloc();
     if (argc == 2 && strcmp(argv[1], "free_elsewhere") == 0) return run_free_elsewhere();
     if (argc == 3 && strcmp(argv[1], "idle") == 0) return run_idle(strtoull(argv[2], NULL, 10));
