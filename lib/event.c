@@ -23,6 +23,8 @@
 #include "budget.h"
 #include "heap.h"
 #include "init.h"
+#include "memprof.h"
+#include "profile.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -47,6 +49,7 @@ static void arm(ml_thread *t)
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
+        next = ML_MIN(next, ml__memprof_left());
     }
     t->armed = next;
     t->allocations_at_arm = t->allocations;
@@ -89,6 +92,8 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
     int first = ml__report_record(kind, t->index, t->allocations, size);
+    ml__profile_note_firing(kind);
+    ml__profile_write_limit();
     if (action->kind == ML_ACTION_ENOMEM) {
         if (first) ml__report_write("limit", -1, 0);
         return;
@@ -130,6 +135,7 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == ML_ALLOW) consume(t, n);
+    ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
     ml__busy_leave(t);
     return verdict;

@@ -51,6 +51,7 @@ typedef struct ml_config {
     ml_report_spec report;
     int signal; /* 0: the default wake-up signal */
     int verbose;
+    char profile[512]; /* MEMLIMITS_PROFILE: heap profile path ("%p": the pid); "": none */
 } ml_config;
 
 typedef int (*ml_option_parser)(const char *text, void *field, const char **expected);
