@@ -39,7 +39,7 @@ static void *settle(void *p, uint64_t n)
  * (tracked blocks it freed since its last event). */
 static void *done(void *p)
 {
-    if (ML_UNLIKELY(ml__memprof_pending())) ml__memprof_drain();
+    if (ML_MEMPROF_STARTED() && ml__memprof_pending()) ml__memprof_drain();
     return p;
 }
 
@@ -63,7 +63,7 @@ void *ml__malloc_slow(size_t size, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    if (ML_UNLIKELY(ml__memprof_sampled())) {
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
         void *p = ml__memprof_block(size, 0, 0);
         return sampled(p ? p : mlje_malloc(size), size, ML_ALLOC_MALLOC, ret);
     }
@@ -77,7 +77,7 @@ void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    if (ML_UNLIKELY(ml__memprof_sampled())) {
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
         void *p = ml__memprof_block(total, 0, 1);
         return sampled(p ? p : mlje_calloc(count, size), total, ML_ALLOC_CALLOC, ret);
     }
@@ -91,7 +91,7 @@ void *ml__realloc_slow(void *p, size_t size, int event, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    int fresh = event && ml__memprof_sampled();
+    int fresh = event && ML_MEMPROF_STARTED() && ml__memprof_sampled();
     if (ML_UNLIKELY(fresh || ml__host_tracked_owns(p))) {
         void *q = ml__memprof_realloc(p, size, ret, fresh);
         return event ? settle(q, size) : q;
@@ -104,7 +104,7 @@ int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
 {
     ml_verdict verdict = ml__event(size, align, NULL);
     if (verdict != ML_ALLOW) return refuse(verdict, ret);
-    if (ML_UNLIKELY(ml__memprof_sampled())) {
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
         void *p = ml__memprof_block(size, align, 0);
         if (p == NULL && mlje_posix_memalign(&p, align, size) != 0) p = NULL;
         p = sampled(p, size, ML_ALLOC_ALIGNED, ret);

@@ -49,7 +49,7 @@ static void arm(ml_thread *t)
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
-        next = ML_MIN(next, ml__memprof_left());
+        if (ML_MEMPROF_STARTED()) next = ML_MIN(next, ml__memprof_left());
     }
     t->armed = next;
     t->allocations_at_arm = t->allocations;
@@ -135,7 +135,7 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == ML_ALLOW) consume(t, n);
-    ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
+    if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
     ml__busy_leave(t);
     return verdict;

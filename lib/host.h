@@ -84,6 +84,8 @@ int ml__host_tracked_setup(void (*free_hook)(uintptr_t key));
 void *ml__host_tracked_alloc(size_t n, size_t align, int zero);
 int ml__host_tracked_owns(const void *p);
 uintptr_t ml__host_tracked_key(const void *p);
+/* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
+void ml__host_tracked_thread_exit(void);
 extern uintptr_t ml__tracked_lo, ml__tracked_span;
 /* One compare: whether p lies in the reserved range (never, before the first profile). */
 static inline int ml__in_tracked_range(const void *p)

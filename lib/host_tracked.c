@@ -63,6 +63,34 @@ static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
 static int setup_done; /* 1: ok, -1: failed */
 static ML_TLS uint64_t *thread_allocatedp;
 
+static ML_TLS uint64_t *thread_deallocatedp;
+
+/* Freed small tracked blocks kept by the freeing thread, still promoted: its next tracked
+ * allocation of the same size class takes one, which costs nothing of jemalloc's instead of a
+ * large allocation and, at the free, a demotion and the thread cache's flush back to the arena.
+ * jemalloc's per-thread counters must never be moved forward by hand (its event thresholds
+ * would be skipped, and its fast paths would stay off), and memlimits' accounting takes a
+ * counter seen going back for a reset; so a stashed block is simply not counted freed: the
+ * free's count is taken off just before jemalloc adds it, and the block stays in the live heap
+ * at its size while kept (at most STASH_MAX blocks of at most 14 KiB per thread). When the stash
+ * is full, and when the thread exits, blocks are released for real. */
+#define STASH_MAX 16
+static ML_TLS struct {
+    void *blocks[STASH_MAX];
+    uint32_t usize[STASH_MAX];
+    unsigned count;
+    uint8_t releasing;
+} stash;
+
+static uint64_t *counter(uint64_t **cache, const char *name)
+{
+    if (*cache == NULL) {
+        size_t len = sizeof *cache;
+        mlje_mallctl(name, (void *)cache, &len, NULL, 0);
+    }
+    return *cache;
+}
+
 /* The extent hooks: memory is carved from the reserved range, kept mapped, and retained by
  * jemalloc when it gives an extent back (dalloc refuses), so no system call but madvise. */
 static void *h_alloc(extent_hooks_t *h, void *addr, size_t size, size_t align, bool *zero,
@@ -181,15 +209,22 @@ void *ml__host_tracked_alloc(size_t n, size_t align, int zero)
     size_t usize = mlje_nallocx(n ? n : 1, align_flag);
     if (usize == 0 || ML_LOAD(&ml__tracked_span) == 0) return NULL;
     if (usize <= SC_SMALL_MAXCLASS) {
+        for (unsigned i = 0; i < stash.count && align <= 64; i++) { /* 64-byte aligned */
+            if (stash.usize[i] != usize) continue;
+            void *p = stash.blocks[i];
+            stash.count--;
+            stash.blocks[i] = stash.blocks[stash.count];
+            stash.usize[i] = stash.usize[stash.count];
+            if (zero) memset(p, 0, usize);
+            return p;
+        }
         void *p = mlje_mallocx(SC_LARGE_MINCLASS, flags);
         if (p == NULL) return NULL;
         je_arena_prof_promote(je_tsd_tls, p, usize);
-        /* jemalloc counted 16 KiB allocated and will count usize freed: count usize now. */
-        if (thread_allocatedp == NULL) {
-            size_t len = sizeof thread_allocatedp;
-            mlje_mallctl("thread.allocatedp", (void *)&thread_allocatedp, &len, NULL, 0);
-        }
-        if (thread_allocatedp != NULL) *thread_allocatedp -= SC_LARGE_MINCLASS - usize;
+        /* jemalloc counted 16 KiB allocated and will count usize freed: count usize now (jemalloc
+         * moved the counter forward just now, so it is seen going back by nobody). */
+        uint64_t *allocated = counter(&thread_allocatedp, "thread.allocatedp");
+        if (allocated != NULL) *allocated -= SC_LARGE_MINCLASS - usize;
         return p;
     }
     return mlje_mallocx(usize <= tcache_max ? tcache_max + 1 : n, flags);
@@ -210,7 +245,26 @@ uintptr_t ml__host_tracked_key(const void *p)
 void ml__host_dalloc_promoted(void *tsdn, void *ptr, void *tcache, bool slow_path)
 {
     on_free(ml__host_tracked_key(ptr)); /* only tracked blocks are ever promoted */
+    uint64_t *deallocated;
+    if (!stash.releasing && stash.count < STASH_MAX && ((uintptr_t)ptr & 63) == 0 &&
+        tsdn == (void *)je_tsd_tls &&
+        (deallocated = counter(&thread_deallocatedp, "thread.deallocatedp")) != NULL) {
+        size_t usize = mlje_malloc_usable_size(ptr);
+        /* ifree adds usize to the counter when this returns: the block stays counted live. */
+        *deallocated -= usize;
+        stash.blocks[stash.count] = ptr;
+        stash.usize[stash.count++] = (uint32_t)usize;
+        return;
+    }
     je_arena_dalloc_promoted(tsdn, ptr, tcache, slow_path);
+}
+
+void ml__host_tracked_thread_exit(void)
+{
+    stash.releasing = 1;
+    while (stash.count > 0)
+        mlje_free(stash.blocks[--stash.count]); /* counted freed, released for real */
+    stash.releasing = 0;
 }
 
 void ml__host_large_dalloc(void *tsdn, void *edata)

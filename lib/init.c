@@ -50,6 +50,7 @@ static void thread_exit_round(ml_thread *t)
 
 static void thread_retire(ml_thread *t)
 {
+    ml__memprof_thread_exit();
     ml__heap_flush(t);
     ml__budget_release(t);
 }

@@ -45,8 +45,8 @@ struct ml_profile {
 static struct ml_profile slots[ML_MEMPROF_MAX];
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t next_gen = 1;
-static uint32_t layout; /* changes at every start and stop: threads refresh their streams */
-static int ever;        /* a profile was started in this process */
+static uint32_t layout;  /* changes at every start and stop: threads refresh their streams */
+int ml__memprof_started; /* a profile was started in this process */
 
 typedef struct entry {
     uintptr_t key;
@@ -66,7 +66,9 @@ typedef struct mp_thread {
     uint64_t left[ML_MEMPROF_MAX];
     uint64_t counts[ML_MEMPROF_MAX];
     ml_rng rng[ML_MEMPROF_MAX];
-    uint64_t skip; /* bytes since arming allocated inside a callback: not sampled */
+    uint64_t skip;   /* bytes since arming allocated inside a callback: not sampled */
+    uint64_t mark;   /* ml__since_arm when the callbacks at hand began */
+    uint8_t rearmed; /* an event happened inside them: everything since arming is theirs */
     entry *pending;
     uint8_t sampled, in_callback;
 } mp_thread;
@@ -162,11 +164,20 @@ static void cb_leave(int s, int is_alloc)
 /* Around the callbacks of one allocation or free: the bytes allocated inside them are not
  * sampled (`skip`), and the thread's next allocation is an event that re-arms with the
  * profiles' streams. */
+static void callbacks_begin(void)
+{
+    mp.mark = ml__since_arm(&ml__self);
+    mp.rearmed = 0;
+}
+
 static void callbacks_done(void)
 {
     ml_thread *t = &ml__self;
+    /* Nothing allocated inside them and no event: the countdown is as the last event armed it. */
+    if (!mp.rearmed && ml__since_arm(t) == mp.mark) return;
     if (ml__busy_enter(t)) {
-        mp.skip = ml__since_arm(t);
+        uint64_t now = ml__since_arm(t);
+        mp.skip += mp.rearmed ? now : now - mp.mark;
         ml__thread_force_event(t);
         ml__busy_leave(t);
     }
@@ -268,9 +279,10 @@ void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n)
 {
     mp_thread *m = &mp;
     m->sampled = 0;
-    if (!ML_LOAD(&ever)) return;
+    if (!ML_LOAD(&ml__memprof_started)) return;
     if (m->in_callback) {
         m->skip = 0; /* everything since arming was allocated inside the callback */
+        m->rearmed = 1;
         return;
     }
     before = before > m->skip ? before - m->skip : 0;
@@ -298,7 +310,7 @@ uint64_t ml__memprof_left(void)
 {
     mp_thread *m = &mp;
     if (m->pending != NULL && !m->in_callback) return 0;
-    if (!ML_LOAD(&ever) || m->in_callback) return ML_NONE;
+    if (!ML_LOAD(&ml__memprof_started) || m->in_callback) return ML_NONE;
     uint64_t left = ML_NONE;
     if (m->layout != ML_LOAD(&layout)) return 0; /* a profile started: join it now */
     for (int s = 0; s < ML_MEMPROF_MAX; s++)
@@ -333,6 +345,7 @@ void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret)
     }
     uint32_t mask = sampled_mask(gens);
     mp.sampled = 0;
+    callbacks_begin();
     entry tmp;
     memset(&tmp, 0, sizeof tmp);
     int refused = run_alloc(&tmp, mask, gens, p, n, kind, ret);
@@ -362,6 +375,7 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
     uint32_t gens[ML_MEMPROF_MAX];
     uint32_t mask = sampled ? sampled_mask(gens) : (sampled_mask(gens), 0);
     mp.sampled = 0;
+    callbacks_begin();
     entry *old = ml__host_tracked_owns(p) ? table_take(ml__host_tracked_key(p)) : NULL;
     int keep = mask != 0;
     for (int s = 0; old != NULL && s < ML_MEMPROF_MAX; s++)
@@ -445,6 +459,7 @@ void ml__memprof_drain(void)
 {
     mp_thread *m = &mp;
     if (m->in_callback || m->pending == NULL) return;
+    callbacks_begin();
     while (m->pending != NULL) {
         entry *e = m->pending;
         m->pending = e->next;
@@ -514,7 +529,7 @@ ML_EXPORT ml_profile *ml_memprof_start(uint64_t mean_gap, unsigned callstack_siz
     __atomic_store_n(&p->gen, next_gen++, __ATOMIC_RELEASE);
     __atomic_store_n(&p->state, SLOT_RUNNING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&layout, 1, __ATOMIC_RELEASE);
-    ML_STORE(&ever, 1);
+    ML_STORE(&ml__memprof_started, 1);
     pthread_mutex_unlock(&slots_lock);
     if (callstack_size > 0) ml__host_backtrace_warm();
     ml_thread *t = &ml__self; /* the calling thread joins at its next allocation */
@@ -573,6 +588,12 @@ ML_EXPORT void ml_memprof_discard(ml_profile *p)
     __atomic_store_n(&p->state, SLOT_FREE, __ATOMIC_RELEASE);
 }
 
+void ml__memprof_thread_exit(void)
+{
+    ml__memprof_drain();
+    ml__host_tracked_thread_exit();
+}
+
 void ml__memprof_fork_child(void)
 {
     pthread_mutex_init(&table_lock, NULL);
@@ -584,6 +605,7 @@ void ml__memprof_fork_child(void)
     }
     layout++;
     if (buckets != NULL) memset(buckets, 0, BUCKETS * sizeof *buckets); /* entries leak */
+    spare = NULL; /* the parent may have been taking from it: those chunks are left */
     mp.pending = NULL;
     mp.in_callback = 0;
 }

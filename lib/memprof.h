@@ -13,6 +13,11 @@
 #include "memlimits.h"
 #include "thread.h"
 
+/* Nonzero once a profile was started in the process: until then the hub and the entry points
+ * skip the profiler with one load (no instruction of theirs runs without it). */
+extern int ml__memprof_started;
+#define ML_MEMPROF_STARTED() ML_UNLIKELY(ML_LOAD(&ml__memprof_started))
+
 /* At an event (busy): `before` bytes were allocated since the countdown was armed, then `n`
  * (0 when the allocation is refused). Brings every profile's stream up to date and draws the
  * samples of the n bytes; ml__memprof_sampled() then says whether any profile sampled them. */
@@ -36,6 +41,9 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled);
 int ml__memprof_pending(void);
 /* Runs them, unless a callback is running on this thread (then they wait for its end). */
 void ml__memprof_drain(void);
+/* The calling thread exits (its last destructor round): queued callbacks run, kept blocks are
+ * released. */
+void ml__memprof_thread_exit(void);
 /* In a fork child: every profile and tracked block of the parent is forgotten. */
 void ml__memprof_fork_child(void);
 /* The calling thread's callstack, up to max frames, innermost first, starting at the frame that

@@ -100,3 +100,8 @@ Test(memprof, limits_built_on_the_tracker)
 {
     expect_check("limits_client");
 }
+
+Test(memprof, tracked_blocks_counted_at_their_size)
+{
+    expect_check("accounting");
+}

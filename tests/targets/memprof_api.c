@@ -437,6 +437,34 @@ static void check_limits_client(void)
            (unsigned long long)budget, 5 * sd);
 }
 
+/* Tracked blocks are counted in the live heap at their own size: after a profiled churn whose
+ * blocks are all freed, the live heap is back where it was, but for the freed tracked blocks a
+ * thread keeps for reuse (at most 16 of at most 14 KiB). */
+static void check_accounting(void)
+{
+    flush_callbacks();
+    uint64_t before = ml_heap_live();
+    ml_profile *p = ml_memprof_start(500, 0, &counting);
+    static void *ring[64];
+    for (int i = 0; i < 200000; i++) {
+        int k = i & 63;
+        free(ring[k]);
+        ring[k] = malloc(16 + (size_t)(i * 7919) % 9000);
+    }
+    uint64_t during = ml_heap_live();
+    for (int k = 0; k < 64; k++)
+        free(ring[k]);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    uint64_t after = ml_heap_live();
+    EXPECT(during < before + 64 * 16384 + (1 << 20), "live heap %llu during, %llu before",
+           (unsigned long long)during, (unsigned long long)before);
+    EXPECT(after < before + 16 * 14336 + 65536 && after + 65536 > before,
+           "live heap %llu after, %llu before", (unsigned long long)after,
+           (unsigned long long)before);
+    EXPECT(n_alloc > 1000 && n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -454,6 +482,7 @@ int main(int argc, char **argv)
         {"later_thread", check_later_thread},
         {"callstack", check_callstack},
         {"limits_client", check_limits_client},
+        {"accounting", check_accounting},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
