@@ -285,8 +285,7 @@ typedef struct ml_profile ml_profile;
 /* Starts a profile: mean_gap >= 1 bytes between samples on average, callstacks of up to
  * callstack_size frames (0: none; at most 256), and the tracker (copied; NULL callbacks are
  * skipped). Returns NULL with errno EINVAL (bad argument), EAGAIN (ML_MEMPROF_MAX profiles not
- * yet discarded), ENOMEM (no address space for the tracked arena) or ENOTSUP (memlimits does
- * not own malloc). Thread-safe; not from a callback. */
+ * yet discarded) or ENOMEM (no address space for the tracked arena). Thread-safe. */
 ML_API ml_profile *ml_memprof_start(uint64_t mean_gap, unsigned callstack_size,
                                     const ml_tracker *tracker);
 /* Stops sampling for the profile: no alloc callback of it starts after this returns (it waits
