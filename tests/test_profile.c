@@ -152,6 +152,26 @@ Test(profile, limit_writes_profile_and_report_callstack)
     ml_child_free(&c);
 }
 
+/* ml_heap_profile_write on demand: the profile holds what is live at that moment. */
+Test(profile, written_on_demand)
+{
+    char dir[64], path[700], target[4096], profile[600];
+    snprintf(dir, sizeof dir, "/tmp/ml-profile-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(target, sizeof target, "%s", ml_test_target("memprof_heap"));
+    snprintf(profile, sizeof profile, "MEMLIMITS_PROFILE=%s/exit.%%p", dir);
+    snprintf(path, sizeof path, "%s/now", dir);
+    const char *env[] = {profile, "MEMLIMITS_SEED=5", "MEMLIMITS_SAMPLE=16384", NULL};
+    const char *argv[] = {target, "ondemand", path, NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run(argv, env, 1, NULL, HANG_GUARD_S, &c), 0);
+    cr_expect_str_eq(c.out, "write 0\n", "%s%s", c.out, c.err);
+    char *out = jeprof("--text", path);
+    cr_expect(strstr(out, "big_site") != NULL && strstr(out, "medium_site") == NULL,
+              "jeprof --text of the on-demand profile:\n%s", out);
+    ml_child_free(&c);
+}
+
 Test(profile, write_without_profile_is_enoent)
 {
     /* In the engine linked alone no heap profile runs. */

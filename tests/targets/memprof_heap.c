@@ -2,6 +2,8 @@
  * amounts live until exit ("sites"), or one site allocates until the heap cap refuses ("cap").
  * Run preloaded with MEMLIMITS_PROFILE; the sites are exported (-rdynamic) so that reports and
  * jeprof can name them. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,13 @@ int main(int argc, char **argv)
         return 0;
     }
     big_site();
+    if (argc > 2 && strcmp(argv[1], "ondemand") == 0) {
+        /* ml_heap_profile_write from the preloaded library: a profile of big_site alone. */
+        int (*write_profile)(const char *) =
+            (int (*)(const char *))dlsym(RTLD_DEFAULT, "ml_heap_profile_write");
+        say("write %d\n", write_profile != NULL ? write_profile(argv[2]) : -2);
+        return 0;
+    }
     medium_site();
     small_site();
     say("held %zu blocks\n", n_live);
