@@ -309,7 +309,6 @@ int ml__memprof_sampled(void)
 uint64_t ml__memprof_left(void)
 {
     mp_thread *m = &mp;
-    if (m->pending != NULL && !m->in_callback) return 0;
     if (!ML_LOAD(&ml__memprof_started) || m->in_callback) return ML_NONE;
     uint64_t left = ML_NONE;
     if (m->layout != ML_LOAD(&layout)) return 0; /* a profile started: join it now */
@@ -481,7 +480,7 @@ static void on_tracked_free(uintptr_t key)
     if (ml__busy_enter(t)) {
         ml__thread_force_event(t);
         ml__busy_leave(t);
-    } /* else an event is in progress: its arming sees the queue (ml__memprof_left) */
+    } /* else memlimits' slow path is running: its entry point drains after it (alloc.c) */
 }
 
 /* ---- the API ---- */

@@ -23,8 +23,9 @@ extern int ml__memprof_started;
  * samples of the n bytes; ml__memprof_sampled() then says whether any profile sampled them. */
 void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n);
 int ml__memprof_sampled(void);
-/* The countdown's memprof component: bytes up to the next sampled byte of any profile; 0 when
- * free callbacks are queued; ML_NONE when none runs or a callback runs. Busy. */
+/* The countdown's memprof component: bytes up to the next sampled byte of any profile; ML_NONE
+ * when none runs or a callback runs. Busy. (Queued free callbacks make the next allocation an
+ * event by forcing it when they are queued.) */
 uint64_t ml__memprof_left(void);
 
 /* A block for a sampled allocation, in the tracked arena (NULL: none could be had; the caller
