@@ -18,6 +18,7 @@ lib=$build/libmemlimits.so
 mb=$build/bench/malloc_bench
 pb=$build/bench/memprof_bench
 ops=${OPS:-10000000}
+export MEMLIMITS_SEED=${MEMLIMITS_SEED:-1} # the same samples in every run
 
 median() { sort -g | awk '{v[NR]=$1} END {printf "%.3f (%.3f-%.3f)", (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), v[1], v[NR]}'; }
 med() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }

@@ -209,6 +209,7 @@ void *ml__host_tracked_alloc(size_t n, size_t align, int zero)
     size_t usize = mlje_nallocx(n ? n : 1, align_flag);
     if (usize == 0 || ML_LOAD(&ml__tracked_span) == 0) return NULL;
     if (usize <= SC_SMALL_MAXCLASS) {
+        counter(&thread_deallocatedp, "thread.deallocatedp");       /* for the stash, at the free */
         for (unsigned i = 0; i < stash.count && align <= 64; i++) { /* 64-byte aligned */
             if (stash.usize[i] != usize) continue;
             void *p = stash.blocks[i];
@@ -246,9 +247,10 @@ void ml__host_dalloc_promoted(void *tsdn, void *ptr, void *tcache, bool slow_pat
 {
     on_free(ml__host_tracked_key(ptr)); /* only tracked blocks are ever promoted */
     uint64_t *deallocated;
+    /* Only on a thread that made a tracked allocation (the counter's address is known): no
+     * mallctl from inside jemalloc's free. */
     if (!stash.releasing && stash.count < STASH_MAX && ((uintptr_t)ptr & 63) == 0 &&
-        tsdn == (void *)je_tsd_tls &&
-        (deallocated = counter(&thread_deallocatedp, "thread.deallocatedp")) != NULL) {
+        tsdn == (void *)je_tsd_tls && (deallocated = thread_deallocatedp) != NULL) {
         size_t usize = mlje_malloc_usable_size(ptr);
         /* ifree adds usize to the counter when this returns: the block stays counted live. */
         *deallocated -= usize;

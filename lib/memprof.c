@@ -108,6 +108,21 @@ static void table_put(entry *e)
     pthread_mutex_unlock(&table_lock);
 }
 
+/* Inserts a copy of `values` for the tracked block p (one lock); dropped if no entry can be had. */
+static void table_insert(const entry *values, const void *p)
+{
+    pthread_mutex_lock(&table_lock);
+    entry *e = entry_new();
+    if (e != NULL) {
+        *e = *values;
+        e->key = ml__host_tracked_key(p);
+        entry **b = bucket(e->key);
+        e->next = *b;
+        *b = e;
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
 static entry *table_take(uintptr_t key)
 {
     pthread_mutex_lock(&table_lock);
@@ -350,15 +365,8 @@ void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret)
     int refused = run_alloc(&tmp, mask, gens, p, n, kind, ret);
     if (refused) {
         mlje_free(p);
-    } else if (!entry_empty(&tmp) && ml__host_tracked_owns(p)) {
-        pthread_mutex_lock(&table_lock);
-        entry *e = entry_new();
-        pthread_mutex_unlock(&table_lock);
-        if (e != NULL) {
-            *e = tmp;
-            e->key = ml__host_tracked_key(p);
-            table_put(e);
-        }
+    } else if (!entry_empty(&tmp)) {
+        table_insert(&tmp, p);
     }
     callbacks_done();
     ml__memprof_drain();
@@ -432,16 +440,7 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
         }
         entry_release(old);
     }
-    if (!entry_empty(&tmp) && ml__host_tracked_owns(q)) {
-        pthread_mutex_lock(&table_lock);
-        entry *e = entry_new();
-        pthread_mutex_unlock(&table_lock);
-        if (e != NULL) {
-            *e = tmp;
-            e->key = ml__host_tracked_key(q);
-            table_put(e);
-        }
-    }
+    if (!entry_empty(&tmp) && ml__host_tracked_owns(q)) table_insert(&tmp, q);
     mlje_free(p); /* its entry is gone: the free upcall finds nothing */
     run_free(&gone);
     callbacks_done();
