@@ -105,3 +105,8 @@ Test(memprof, tracked_blocks_counted_at_their_size)
 {
     expect_check("accounting");
 }
+
+Test(memprof, stop_and_discard_from_another_thread)
+{
+    expect_check("other_thread");
+}

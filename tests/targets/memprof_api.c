@@ -465,6 +465,42 @@ static void check_accounting(void)
     EXPECT(n_alloc > 1000 && n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
 }
 
+/* stop and discard from another thread than the one that started the profile; alloc callbacks
+ * run on the allocating thread. */
+static pthread_t alloc_thread_seen;
+static void *thread_alloc(const ml_allocation *a, void *ctx)
+{
+    alloc_thread_seen = pthread_self();
+    return count_alloc(a, ctx);
+}
+
+static void *stopper(void *arg)
+{
+    ml_memprof_stop(arg);
+    ml_memprof_discard(arg);
+    return NULL;
+}
+
+static void check_other_thread(void)
+{
+    ml_tracker t = {thread_alloc, NULL, count_free, NULL};
+    ml_profile *p = ml_memprof_start(1, 0, &t);
+    static void *volatile kept;
+    kept = malloc(100);
+    EXPECT(pthread_equal(alloc_thread_seen, pthread_self()), "alloc callback on another thread");
+    pthread_t th;
+    pthread_create(&th, NULL, stopper, p);
+    pthread_join(th, NULL);
+    long allocs = n_alloc, frees = n_free;
+    free(kept);
+    for (int i = 0; i < 100; i++) {
+        sink = malloc(100);
+        free(sink);
+    }
+    flush_callbacks();
+    EXPECT(n_alloc == allocs && n_free == frees, "callbacks after a discard from another thread");
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -483,6 +519,7 @@ int main(int argc, char **argv)
         {"callstack", check_callstack},
         {"limits_client", check_limits_client},
         {"accounting", check_accounting},
+        {"other_thread", check_other_thread},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
