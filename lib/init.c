@@ -59,6 +59,7 @@ static void fork_child(void)
 {
     ml__task_fork_child();
     ml__memprof_fork_child();
+    ml__profile_fork_child();
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};

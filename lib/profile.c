@@ -136,9 +136,22 @@ static void *on_realloc(void *tracked, const ml_allocation *a, void *ctx)
     return r;
 }
 
+static const ml_tracker tracker = {on_alloc, on_realloc, on_free, NULL};
+
+void ml__profile_fork_child(void)
+{
+    if (builtin == NULL) return;
+    /* The parent's profile is gone in the child (memprof.c reset it): start afresh, so that the
+     * child writes a profile of its own blocks, not a copy of its parent's. */
+    pthread_mutex_init(&lock, NULL);
+    memset(stacks, 0, sizeof stacks);
+    free_records = NULL;
+    limit_written = 0;
+    builtin = ml_memprof_start(builtin_gap, ML_PROFILE_DEPTH, &tracker);
+}
+
 int ml__profile_start(const char *path, uint64_t mean_gap)
 {
-    static const ml_tracker tracker = {on_alloc, on_realloc, on_free, NULL};
     size_t len = strlen(path);
     if (len == 0 || len >= sizeof builtin_path) {
         errno = EINVAL;

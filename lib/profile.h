@@ -21,6 +21,9 @@ int ml__profile_start(const char *path, uint64_t mean_gap);
 void ml__profile_write_exit(void);
 void ml__profile_write_limit(void);
 
+/* In a fork child (after memprof.c's reset): the built-in profile starts afresh. */
+void ml__profile_fork_child(void);
+
 /* Warms the unwinder outside the allocator, so that a firing's callstack can be taken inside
  * it; until then firings have no callstack. */
 void ml__profile_firing_setup(void);
