@@ -24,13 +24,24 @@ if ! nm "$work/je.a" 2>/dev/null | grep -q ' U pthread_atfork$'; then
     echo "embed-jemalloc: jemalloc.pic.o does not call pthread_atfork" >&2
     exit 1
 fi
+# The profiler's tracked blocks (lib/host_tracked.c): jemalloc's entry points release a
+# promoted or large block through two internal functions; their calls from jemalloc.pic.o go to
+# memlimits' wrappers, which see tracked blocks and nothing else, then call the originals.
+redirect_tracked() {
+    (cd "$work" && ar x "$1" jemalloc.pic.o &&
+        objcopy --redefine-sym je_arena_dalloc_promoted=ml__host_dalloc_promoted \
+            --redefine-sym je_large_dalloc=ml__host_large_dalloc jemalloc.pic.o &&
+        ar r "$1" jemalloc.pic.o)
+}
 if [ "$mode" = private ]; then
     echo "free mlje_free" >> "$work/map"
     objcopy --redefine-syms="$work/map" "$work/je.a" "$work/renamed.a"
+    redirect_tracked renamed.a
     mv "$work/renamed.a" "$out"
     exit 0
 fi
 objcopy --redefine-syms="$work/map" "$work/je.a" "$work/renamed.a"
+redirect_tracked renamed.a
 # The other names of free, at the same place in jemalloc.pic.o.
 (cd "$work" && ar x renamed.a jemalloc.pic.o)
 line=$(nm "$work/jemalloc.pic.o" | awk '$2 == "T" && $3 == "free" {print $1}')

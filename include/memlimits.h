@@ -8,6 +8,7 @@
 #ifndef MEMLIMITS_H
 #define MEMLIMITS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -375,6 +376,89 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
     ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                                 \
     }                                                                                              \
     while (0)
+
+/* ------------------------------------------------------------------------------------------
+ * Memprof: the sampler as a profiler (OCaml's Gc.Memprof for C). A profile samples every
+ * allocated byte of every thread (threads created later included) independently with
+ * probability 1/mean_gap, so a block of n bytes carries Binomial(n, 1/mean_gap) samples
+ * (reproducible with MEMLIMITS_SEED); a block with at least one sample is a sampled block, and
+ * the tracker's callbacks see it:
+ *  - alloc: on the allocating thread, after the block exists, before the allocation returns;
+ *    returns the value to track the block with, NULL not to track it, or ML_MEMPROF_REFUSE to
+ *    make the allocation fail (the block is released; NULL and ENOMEM; not counted by
+ *    ml_thread_allocated), C's image of a raising callback;
+ *  - realloc: a tracked block was moved or resized by realloc (the new block is in `a`, kind
+ *    ML_ALLOC_REALLOC, n_samples the samples of the new request, possibly 0); returns the new
+ *    tracking value, or NULL to stop tracking it (no free callback then). A NULL realloc
+ *    pointer: a free of the old block and, if the new request was sampled, an alloc;
+ *  - free: exactly once per tracked block, whatever thread frees it and however (free,
+ *    realloc, free_sized, free_aligned_sized, C++ delete), on the freeing thread, after the
+ *    block is released: at that thread's next allocation (free itself stays jemalloc's code, so
+ *    it returns first), or at once when the block was released by realloc or by memlimits; at
+ *    the latest when the thread calls ml_memprof_start/stop/discard or ml_heap_profile_write,
+ *    or exits.
+ * Callbacks run with no memlimits or jemalloc lock held. While a callback runs on a thread,
+ * that thread samples nothing and runs no other callback: its allocations succeed, are counted
+ * by the limits, and are not sampled; a tracked block it frees gets its free callback after
+ * the running callback returns. Callbacks of one profile may run on several threads at once.
+ * Several profiles may run at once (at most ML_MEMPROF_MAX, the built-in heap profile of
+ * MEMLIMITS_PROFILE included): each has its own mean gap and its own independent samples, and
+ * sees only the blocks it sampled. A profile covers a thread from that thread's first
+ * allocation event after ml_memprof_start (the calling thread: at once; others: within their
+ * next 1 MiB of allocation). A forked child inherits no profile: no callback of the parent's
+ * profiles ever runs in it.
+ * Cost: sampled blocks of up to 14 KiB occupy a 16 KiB extent of a dedicated arena (counted in
+ * the live heap at their own size); sampled blocks between 14 and 32 KiB are allocated 40 KiB.
+ */
+#define ML_MEMPROF_MAX 4
+
+typedef enum ml_alloc_kind {
+    ML_ALLOC_MALLOC,
+    ML_ALLOC_CALLOC,
+    ML_ALLOC_REALLOC,
+    ML_ALLOC_ALIGNED,
+    ML_ALLOC_NEW
+} ml_alloc_kind;
+
+typedef struct ml_allocation {
+    uint64_t n_samples; /* samples that fell in this block, >= 1 (realloc callback: >= 0) */
+    size_t size;        /* requested bytes */
+    void *block;        /* the new block */
+    ml_alloc_kind kind;
+    unsigned callstack_len; /* <= the callstack_size given to start */
+    void *const *callstack; /* return addresses, innermost first; valid during the callback */
+} ml_allocation;
+
+typedef struct ml_tracker {
+    void *(*alloc)(const ml_allocation *a, void *ctx);
+    void *(*realloc)(void *tracked, const ml_allocation *a, void *ctx);
+    void (*free)(void *tracked, void *ctx);
+    void *ctx;
+} ml_tracker;
+#define ML_MEMPROF_REFUSE ((void *)1)
+
+typedef struct ml_profile ml_profile;
+
+/* Starts a profile: mean_gap >= 1 bytes between samples on average, callstacks of up to
+ * callstack_size frames (0: none; at most 256), and the tracker (copied; NULL callbacks are
+ * skipped). Returns NULL with errno EINVAL (bad argument), EAGAIN (ML_MEMPROF_MAX profiles not
+ * yet discarded) or ENOMEM (no address space for the tracked arena). Thread-safe. */
+ML_API ml_profile *ml_memprof_start(uint64_t mean_gap, unsigned callstack_size,
+                                    const ml_tracker *tracker);
+/* Stops sampling for the profile: no alloc callback of it starts after this returns (it waits
+ * for those running on other threads); realloc and free callbacks continue. Thread-safe; may be
+ * called from any thread, a callback included. NULL or stopped: no effect. */
+ML_API void ml_memprof_stop(ml_profile *p);
+/* Ends a stopped profile (stops it if it runs): no callback of it runs after this returns (it
+ * waits for those running on other threads); its tracked blocks are forgotten; p is freed. NULL:
+ * no effect. Thread-safe; not from a callback of the same profile. */
+ML_API void ml_memprof_discard(ml_profile *p);
+
+/* Writes a heap profile of the built-in heap profile (MEMLIMITS_PROFILE) to `path` ("%p": the
+ * pid), in the gperftools heap-profile text format that jeprof, google-pprof and go tool pprof
+ * read: the sampled live blocks by callstack. Returns 0, or -1 with errno (ENOENT: no heap
+ * profile runs; or why the file could not be written). Thread-safe. */
+ML_API int ml_heap_profile_write(const char *path);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,8 @@
 #include "budget.h"
 #include "heap.h"
 #include "init.h"
+#include "memprof.h"
+#include "profile.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -52,6 +54,7 @@ static void arm(ml_thread *t)
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
+        if (ML_MEMPROF_STARTED()) next = ML_MIN(next, ml__memprof_left());
     }
     t->armed = next;
     ml__thread_mark_arm(t);
@@ -94,6 +97,8 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
     int first = ml__report_record(kind, t->index, t->allocations, size);
+    ml__profile_note_firing(kind);
+    ml__profile_write_limit();
     if (action->kind == ML_ACTION_ENOMEM) {
         if (first) ml__report_write("limit", -1, 0);
         return;
@@ -141,6 +146,7 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
         consume(t, n, charged);
     else if (t->heap_reserved != 0)
         ml__heap_flush(t); /* the block the heap admitted will not be allocated */
+    if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
     ml__busy_leave(t);
     return verdict;

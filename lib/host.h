@@ -135,4 +135,40 @@ const char *ml__getenv(const char *name);
 /* The system page size, cached. */
 size_t ml__page_size(void);
 
+/* Tracked blocks (host_tracked.c): sampled blocks live in a dedicated jemalloc arena in a
+ * reserved address range, arranged so that jemalloc's free reaches memlimits for them and for
+ * no other block. ml__host_tracked_setup reserves the range and creates the arena (once; -1 if
+ * either fails) and registers the upcall that every free of a tracked block makes, with the
+ * block's key, on the freeing thread, with no jemalloc lock held, before the block is released.
+ * ml__host_tracked_alloc returns a tracked block (NULL: no memory, or no arena). A tracked
+ * block's key is its page; ml__host_tracked_owns says, without a table, whether a block is
+ * tracked (realloc uses it). */
+int ml__host_tracked_setup(void (*free_hook)(uintptr_t key));
+void *ml__host_tracked_alloc(size_t n, size_t align, int zero);
+int ml__host_tracked_owns(const void *p);
+uintptr_t ml__host_tracked_key(const void *p);
+/* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
+void ml__host_tracked_thread_exit(void);
+extern uintptr_t ml__tracked_lo, ml__tracked_span;
+/* One compare: whether p lies in the reserved range (never, before the first profile). */
+static inline int ml__in_tracked_range(const void *p)
+{
+    return (uintptr_t)p - __atomic_load_n(&ml__tracked_lo, __ATOMIC_RELAXED) <
+           __atomic_load_n(&ml__tracked_span, __ATOMIC_RELAXED);
+}
+
+/* Callstacks: return addresses of the calling thread's frames, innermost first, with libunwind
+ * (per-thread cache; no lock, no malloc). ml__host_backtrace_setup sets the cache policy once
+ * and warms the unwinder up; call it outside the allocator before the first capture on a
+ * thread (ml__host_backtrace_warm warms the calling thread). */
+void ml__host_backtrace_setup(void);
+void ml__host_backtrace_warm(void);
+unsigned ml__host_backtrace(void **frames, unsigned max);
+/* Whether addr lies in memlimits' own object (frames to skip in a callstack). */
+int ml__host_in_own_text(const void *addr);
+/* dladdr: the object file, the nearest symbol (NULL if none) and the offset from it (or from
+ * the object's base). -1 when addr is in no object. Takes the loader's lock; never allocates. */
+int ml__host_symbolize(const void *addr, const char **object, const char **symbol,
+                       uintptr_t *offset);
+
 #endif

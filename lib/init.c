@@ -22,6 +22,8 @@
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
+#include "memprof.h"
+#include "profile.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -43,11 +45,13 @@ int ml__initialised(void)
 /* What thread exit and fork need from the modules above the registry (thread.h). */
 static void thread_exit_round(ml_thread *t)
 {
+    ml__memprof_drain();
     ml__heap_flush(t);
 }
 
 static void thread_retire(ml_thread *t)
 {
+    ml__memprof_thread_exit();
     ml__heap_flush(t);
     ml__budget_release(t);
 }
@@ -55,6 +59,8 @@ static void thread_retire(ml_thread *t)
 static void fork_child(int multithreaded)
 {
     ml__task_fork_child(multithreaded);
+    ml__memprof_fork_child();
+    ml__profile_fork_child();
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
@@ -119,8 +125,22 @@ static void report_at_exit(int status, void *arg)
     ml__report_write("exit", status, 0);
 }
 
+static void profile_at_exit(int status, void *arg)
+{
+    (void)status, (void)arg;
+    ml__profile_write_exit();
+}
+
 __attribute__((constructor)) static void memlimits_constructor(void)
 {
     ml__init();
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
+    /* Outside the allocator: the unwinder is set up here, and the heap profile started. */
+    if (config.report.kind != ML_REPORT_OFF || config.profile[0] != '\0')
+        ml__profile_firing_setup(config.profile[0] != '\0');
+    if (config.profile[0] != '\0') {
+        if (ml__profile_start(config.profile, config.sample) != 0)
+            fatal("memlimits: MEMLIMITS_PROFILE: cannot start the heap profile");
+        on_exit(profile_at_exit, NULL);
+    }
 }

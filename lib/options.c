@@ -405,6 +405,27 @@ static void print_report(const void *field, char *out, size_t cap)
     print_text(out, cap, &b);
 }
 
+static int field_profile(const char *text, void *field, const char **expected)
+{
+    size_t len = strlen(text);
+    *expected = "none, or a file to write the heap profile to (%p stands for the pid), below 512 "
+                "bytes";
+    if (len == 0 || len >= sizeof(((ml_config *)0)->profile)) return -1;
+    if (strcmp(text, "none") == 0) len = 0; /* what the verbose listing prints for no profile */
+    memcpy(field, text, len);
+    ((char *)field)[len] = '\0';
+    return 0;
+}
+
+static void print_profile(const void *field, char *out, size_t cap)
+{
+    const char *path = field;
+    char tmp[600];
+    ml_buf b = ML_BUF_INIT(tmp);
+    ml__buf_str(&b, path[0] ? path : "none");
+    print_text(out, cap, &b);
+}
+
 /* ---- The table --------------------------------------------------------------------------- */
 
 #define FIELD(name) offsetof(ml_config, name)
@@ -441,6 +462,10 @@ const ml_option ml__options[] = {
      FIELD(signal), field_wake_signal, print_signal},
     {"MEMLIMITS_VERBOSE", "--verbose", "0|1", "0",
      "print the effective configuration to stderr at start", FIELD(verbose), field_flag, print_int},
+    {"MEMLIMITS_PROFILE", "--profile", "PATH", NULL,
+     "write a heap profile (gperftools format, for jeprof/pprof) to PATH at exit and PATH.limit "
+     "when a limit fires; %p stands for the pid",
+     FIELD(profile), field_profile, print_profile},
 };
 
 const size_t ml__option_count = sizeof ml__options / sizeof ml__options[0];

@@ -52,6 +52,7 @@ typedef struct ml_config {
     ml_report_spec report;
     int signal; /* 0: the default wake-up signal */
     int verbose;
+    char profile[512]; /* MEMLIMITS_PROFILE: heap profile path ("%p": the pid); "": none */
 } ml_config;
 
 /* Variables that memlimits itself sets for the processes a run starts, not options: the loader

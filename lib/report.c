@@ -15,6 +15,7 @@
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
+#include "profile.h"
 #include "sampler.h"
 #include "task.h"
 #include "thread.h"
@@ -514,6 +515,7 @@ static void text_report(ml_buf *b, const facts *f)
             ml__buf_str(b, " bytes); allocations refused: ");
             ml__buf_u64(b, ML_LOAD(&fire->count));
             ml__buf_str(b, "\n");
+            ml__profile_firing_text(b, k);
         } else {
             ml__buf_str(b, ", not reached\n");
         }
@@ -594,6 +596,7 @@ static void json_report(ml_buf *b, const facts *f)
             ml__buf_u64(b, fire->size);
             ml__buf_str(b, ",\"refused\":");
             ml__buf_u64(b, ML_LOAD(&fire->count));
+            ml__profile_firing_json(b, k);
         }
         ml__buf_str(b, "}");
     }
