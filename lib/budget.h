@@ -20,5 +20,9 @@ uint64_t ml__budget_total(void);
 int ml__budget_extend(ml_thread *t, uint64_t need);
 /* Returns t's unspent lease to the pool (thread exit). */
 void ml__budget_release(ml_thread *t);
+/* In a fork child, for the forking thread t: in a process tree its lease belongs to the parent,
+ * which may still spend it; the child drops it. (Per process, the child keeps a copy of the
+ * parent's budget, as it keeps a copy of its heap.) */
+void ml__budget_fork_child(ml_thread *t);
 
 #endif

@@ -23,6 +23,7 @@
 #include "budget.h"
 #include "heap.h"
 #include "init.h"
+#include "ledger.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -89,6 +90,7 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
     int first = ml__report_record(kind, t->index, t->allocations, size);
+    ml__ledger_fired((int)kind, t->index, t->allocations, size, action); /* a process tree's */
     if (action->kind == ML_ACTION_ENOMEM) {
         if (first) ml__report_write("limit", -1, 0);
         return;

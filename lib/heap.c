@@ -4,6 +4,7 @@
 #include "heap.h"
 
 #include "host.h"
+#include "ledger.h"
 
 static int64_t live_heap;     /* sum of every thread's reported balance */
 static uint64_t peak_heap;    /* highest live_heap seen at a flush */
@@ -28,6 +29,8 @@ static void publish(ml_thread *t, int64_t balance)
 {
     int64_t old = __atomic_exchange_n(&t->reported, balance, __ATOMIC_RELAXED);
     int64_t live = __atomic_add_fetch(&live_heap, balance - old, __ATOMIC_RELAXED);
+    /* A process tree's ledger (ledger.h) sees the figures and adjusts the process's room. */
+    ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
     uint64_t peak = ML_LOAD(&peak_heap);
     if (live <= 0 || (uint64_t)live <= peak) return;
     if ((uint64_t)live > ML_LOAD(&peak_checked) + ML_PEAK_RECHECK) {
@@ -71,7 +74,8 @@ void ml__heap_reconcile_locked(void)
 
 int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old)
 {
-    uint64_t cap = ML_LOAD(&heap_cap);
+    /* In a process tree the cap is the smaller of the process's own and its room in the tree. */
+    uint64_t cap = ML_MIN(ML_LOAD(&heap_cap), ml__ledger_heap_room());
     if (cap == UINT64_MAX) return 1;
     /* Far below the cap, no lookup is needed: a block's usable size is at most twice its request
      * plus a page and the alignment, and this thread's unflushed balance is at most one far
@@ -88,6 +92,9 @@ int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old)
         int64_t after = live - (int64_t)old_usable + (int64_t)usable;
         if (after <= 0 || (uint64_t)after <= cap) return 1;
         if (attempt == 0) ml__heap_reconcile();
+        /* Still too big: the tree may lend the process more room. */
+        if (attempt == 1)
+            return (uint64_t)after <= ML_LOAD(&heap_cap) && ml__ledger_heap_grow(after);
     }
     return 0;
 }
@@ -105,7 +112,7 @@ int ml__heap_watched(void)
 uint64_t ml__heap_flush_interval(void)
 {
     if (ml__heap_watched()) return ML_FLUSH_NEAR;
-    uint64_t cap = ML_LOAD(&heap_cap);
+    uint64_t cap = ML_MIN(ML_LOAD(&heap_cap), ml__ledger_heap_room());
     if (cap == UINT64_MAX) return ML_FLUSH_FAR;
     uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
     uint64_t live = ml__heap_live();

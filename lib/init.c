@@ -21,6 +21,7 @@
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
+#include "ledger.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -54,6 +55,27 @@ static void thread_retire(ml_thread *t)
 static void fork_child(void)
 {
     ml__task_fork_child();
+    /* A process tree: the child takes a slot of its own and drops the parent's leases. */
+    ml_thread *t = &ml__self;
+    uint64_t allocated, allocations, samples;
+    ml__totals(&allocated, &allocations, &samples);
+    ml__ledger_fork_child(ml__heap_live(), allocated, t->allocated + ml__since_arm(t));
+    ml__budget_fork_child(t);
+}
+
+/* The process's figures at its end, for the tree's ledger: exact when the thread can flush. */
+static void tree_figures(ml_ledger_figures *f)
+{
+    ml_thread *t = &ml__self;
+    uint64_t allocations, samples;
+    if (t->state == ML_THREAD_READY && ml__busy_enter(t)) {
+        ml__heap_flush(t);
+        ml__busy_leave(t);
+    }
+    if (!t->busy) ml__heap_reconcile();
+    ml__totals(&f->allocated, &allocations, &samples);
+    f->live = ml__heap_live();
+    f->peak = ml__heap_peak();
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
@@ -81,6 +103,11 @@ static void init_once(void)
     char err[1024];
     if (ml__config_load_env(&config, ml__environment(), err, sizeof err) != 0) fatal(err);
     if (ml__report_setup(&config, err, sizeof err) != 0) fatal(err);
+    /* Not fatal: a process that cannot reach its tree's ledger keeps the limits as its own. */
+    if (ml__ledger_attach(&config.ledger, tree_figures, err, sizeof err) < 0) {
+        ml__write_all(STDERR_FILENO, err, strlen(err));
+        ml__write_all(STDERR_FILENO, "\n", 1);
+    }
     if (ml__thread_setup_key(&thread_hooks) != 0) fatal("memlimits: cannot create a pthread key");
     if (ml__host_jemalloc_init() != 0)
         fatal("memlimits: the embedded jemalloc has no per-thread statistics (--enable-stats)");
@@ -116,8 +143,16 @@ static void report_at_exit(int status, void *arg)
     ml__report_write("exit", status, 0);
 }
 
+static void tree_at_exit(int status, void *arg)
+{
+    (void)arg;
+    ml__ledger_exit(status, 0);
+}
+
 __attribute__((constructor)) static void memlimits_constructor(void)
 {
     ml__init();
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
+    /* Registered after the report's, so it runs before it (on_exit's order is reversed). */
+    if (ml__ledger_attached()) on_exit(tree_at_exit, NULL);
 }

@@ -243,8 +243,10 @@ static const char *class_name(int cls)
 
 static void warn(const char *what, const char *reason)
 {
-    fprintf(stderr, "memlimit: warning: %s %s; no limit applies and no report is written\n", what,
-            reason);
+    fprintf(stderr,
+            "memlimit: warning: %s %s; no limit applies to it, and it writes no report (the "
+            "tree's report names it)\n",
+            what, reason);
 }
 
 /* Whether exec of `path` will run in the loader's secure mode, which ignores LD_PRELOAD
