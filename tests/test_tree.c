@@ -666,3 +666,39 @@ Test(tree, measure_ends_with_one_line_whose_suggestion_runs)
     cr_expect(strstr(c.err, "\nmemlimits tree report: ") != NULL, "%s", c.err);
     ml_child_free(&c);
 }
+
+/* ---- Documentation ----------------------------------------------------------------------- */
+
+Test(tree, tree_mode_is_documented_in_help_man_page_completion_and_readme)
+{
+    const char *argv[] = {ML_TEST_LAUNCHER, "--help", NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run(argv, NULL, 0, NULL, 30, &c), 0);
+    char *man = read_text(ML_TEST_SOURCE_DIR "/tools/memlimit.1");
+    char *completion = read_text(ML_TEST_SOURCE_DIR "/tools/memlimit.bash-completion");
+    char *readme = read_text(ML_TEST_SOURCE_DIR "/README.md");
+    cr_assert(man != NULL && completion != NULL && readme != NULL);
+    static const char *const flags[] = {"--per-process", "--preserve-status", "--measure"};
+    static const char *const roff[] = {"\\-\\-per\\-process", "\\-\\-preserve\\-status",
+                                       "\\-\\-measure"};
+    for (size_t i = 0; i < 3; i++) {
+        cr_expect(strstr(c.out, flags[i]) != NULL, "--help lacks %s", flags[i]);
+        cr_expect(strstr(man, roff[i]) != NULL, "memlimit.1 lacks %s", flags[i]);
+        cr_expect(strstr(completion, flags[i]) != NULL, "completion lacks %s", flags[i]);
+        cr_expect(strstr(readme, flags[i]) != NULL, "README lacks %s", flags[i]);
+    }
+    /* The exit status rule and PYTHONMALLOC, everywhere. */
+    cr_expect(strstr(c.out, "timeout(1)") != NULL && strstr(c.out, "PYTHONMALLOC") != NULL, "%s",
+              c.out);
+    cr_expect(strstr(man, ".BR timeout (1),\nwhen a limit") != NULL, "memlimit.1: exit status");
+    cr_expect(strstr(man, "PYTHONMALLOC") != NULL);
+    cr_expect(strstr(readme, "## Process trees") != NULL);
+    cr_expect(strstr(readme, "like `timeout(1)`") != NULL);
+    cr_expect(strstr(readme, "64 KiB of requests per thread\n  allocating concurrently anywhere "
+                             "in the tree") != NULL,
+              "README: the tree's bound per thread");
+    free(readme);
+    free(completion);
+    free(man);
+    ml_child_free(&c);
+}
