@@ -90,6 +90,12 @@ static int parse_u64(const char **s, uint64_t *out)
 
 int ml__proc_stat(int pid, char *state, int *ppid, uint64_t *start_time)
 {
+    return ml__proc_stat_comm(pid, state, ppid, start_time, NULL);
+}
+
+int ml__proc_stat_comm(int pid, char *state, int *ppid, uint64_t *start_time,
+                       char comm[ML_LEDGER_COMM])
+{
     char path[64], buf[1024];
     int saved = errno;
     proc_path(path, sizeof path, pid, "/stat");
@@ -103,6 +109,13 @@ int ml__proc_stat(int pid, char *state, int *ppid, uint64_t *start_time)
      * from the last ')'. Field 3 is the state, 4 the parent, 22 the start time. */
     const char *p = strrchr(buf, ')');
     if (p == NULL || p[1] != ' ') return -1;
+    if (comm != NULL) {
+        const char *open_paren = strchr(buf, '(');
+        size_t len = open_paren != NULL && open_paren < p ? (size_t)(p - open_paren - 1) : 0;
+        len = ML_MIN(len, (size_t)ML_LEDGER_COMM - 1);
+        memcpy(comm, open_paren != NULL ? open_paren + 1 : "", len);
+        comm[len] = '\0';
+    }
     p += 2;
     uint64_t v = 0;
     if (state != NULL) *state = *p;
@@ -260,7 +273,8 @@ static ml_ledger_slot *claim(ml_ledger *l, int forked)
 {
     int pid = getpid(), took_over;
     uint64_t start = 0;
-    if (ml__proc_stat(pid, NULL, NULL, &start) != 0) return NULL;
+    char comm[ML_LEDGER_COMM];
+    if (ml__proc_stat_comm(pid, NULL, NULL, &start, comm) != 0) return NULL;
     ml__ledger_lock(l);
     ml_ledger_slot *s = claim_locked(l, pid, start, &took_over);
     if (s != NULL && took_over) {
@@ -271,6 +285,7 @@ static ml_ledger_slot *claim(ml_ledger *l, int forked)
         __atomic_sub_fetch(&l->tree_live, live, __ATOMIC_RELAXED);
         s->images++;
         s->flags &= ~(uint32_t)ML_SLOT_FORKED;
+        memcpy(s->comm, comm, sizeof s->comm);
         fill_argv(s);
         prior_allocated = ML_LOAD(&s->allocated);
     } else if (s != NULL) {
@@ -282,6 +297,7 @@ static ml_ledger_slot *claim(ml_ledger *l, int forked)
         s->images = forked ? 0 : 1;
         s->flags = forked ? ML_SLOT_FORKED : 0;
         s->exit_status = -1;
+        memcpy(s->comm, comm, sizeof s->comm);
         fill_argv(s);
         prior_allocated = 0;
         __atomic_store_n(&s->state, ML_SLOT_LIVE, __ATOMIC_RELEASE);

@@ -30,7 +30,8 @@
 #define ML_LEDGER_MAGIC UINT64_C(0x316567646c6c6d6c) /* "lmlldge1" */
 #define ML_LEDGER_VERSION 1
 #define ML_LEDGER_SLOTS 4096
-#define ML_LEDGER_ARGV 328 /* bytes of a process's argv kept, NUL-separated */
+#define ML_LEDGER_ARGV 312 /* bytes of a process's argv kept, NUL-separated */
+#define ML_LEDGER_COMM 16  /* the kernel's command name: the executable's base name, cut */
 
 /* Room lent to a process beyond what it asked for, at most (and at most 1/16 of what remains). */
 #define ML_LEDGER_HEAP_EXTRA ((uint64_t)4 << 20)
@@ -79,6 +80,8 @@ typedef struct ml_ledger_slot {
     uint64_t allocated;  /* requested bytes, all its images: published at flushes, exact at exit */
     uint64_t budget_leased;    /* budget lent to its threads, net of what they gave back (lock) */
     ml_ledger_firing fired[2]; /* [0] heap cap, [1] allocation budget (report.h's order) */
+    char comm[ML_LEDGER_COMM]; /* of the image that attached: an exec that does not attach
+                                  changes /proc/PID/stat's, which the launcher notices */
     char argv[ML_LEDGER_ARGV];
 } ml_ledger_slot;
 
@@ -183,6 +186,9 @@ void ml__ledger_unlock(ml_ledger *l);
 /* Reads /proc/PID/stat: the state letter, the parent's pid and the start time. Returns 0, or -1
  * when there is no such process. No allocation. */
 int ml__proc_stat(int pid, char *state, int *ppid, uint64_t *start_time);
+/* The same, and the command name (field 2, NUL-terminated) into comm when not NULL. */
+int ml__proc_stat_comm(int pid, char *state, int *ppid, uint64_t *start_time,
+                       char comm[ML_LEDGER_COMM]);
 /* Whether the process `pid` that started at `start_time` is running (not gone, not reused, not a
  * zombie). */
 int ml__proc_running(int pid, uint64_t start_time);

@@ -596,6 +596,25 @@ Test(tree, a_static_child_is_named_as_never_attached)
 #endif
 }
 
+Test(tree, an_exec_that_drops_the_preload_is_named)
+{
+    char *doc;
+    make_scratch();
+    /* env attaches, then execs sleep with an empty environment: no LD_PRELOAD, no limits. */
+    const char *command[] = {"sh", "-c", "env -i /usr/bin/sleep 0.7; echo after", NULL};
+    const char *args[] = {"--heap", "64M", NULL};
+    ml_child c = launch(args, command, NULL, &doc);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    cr_expect_eq(json_int(doc, NULL, "escaped_exec"), 1, "%s", doc);
+    cr_expect_eq(rows_with(doc, "\"argv\":[\"env\",\"-i\",\"/usr/bin/sleep\",\"0.7\"]"), 1, "%s",
+                 doc);
+    cr_expect_eq(rows_with(doc, "\"escaped_exec\":{\"argv\":[\"/usr/bin/sleep\",\"0.7\"]}"), 1,
+                 "%s", doc);
+    free(doc);
+    ml_child_free(&c);
+    remove_scratch();
+}
+
 Test(tree, pythonmalloc_is_set_for_the_tree_unless_the_user_set_it)
 {
     char *doc;

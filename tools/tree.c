@@ -27,13 +27,16 @@
 
 enum { TICK_MS = 50, SCAN_EVERY = 4 };
 
-/* A process seen in /proc without a slot: it may attach later, or never. */
+/* A process seen in /proc without a slot (it may attach later, or never), or, `escaped`, with a
+ * slot but running an image that did not attach: an exec that dropped LD_PRELOAD (env -i) or
+ * that the loader would not preload (set-user-ID, static). */
 typedef struct sighting {
     int pid, ppid;
     uint64_t start_time;
     char argv[ML_LEDGER_ARGV];
     uint32_t argv_len;
     int argv_cut;
+    int escaped; /* scans that saw it so: two make it sure (an exec attaches within a moment) */
 } sighting;
 
 typedef struct supervisor {
@@ -124,7 +127,7 @@ static void sweep(supervisor *sv)
 static const sighting *find_sighting(const supervisor *sv, int pid)
 {
     for (size_t i = sv->nseen; i-- > 0;)
-        if (sv->seen[i].pid == pid) return &sv->seen[i];
+        if (sv->seen[i].pid == pid && !sv->seen[i].escaped) return &sv->seen[i];
     return NULL;
 }
 
@@ -206,18 +209,53 @@ typedef struct proc_entry {
     int pid, ppid;
     uint64_t start;
     int in_tree;
+    char comm[ML_LEDGER_COMM];
 } proc_entry;
 
-static int has_live_slot(ml_ledger *l, int pid, uint64_t start)
+static ml_ledger_slot *slot_of(ml_ledger *l, int pid, uint64_t start)
 {
     uint32_t high = __atomic_load_n(&l->high_water, __ATOMIC_ACQUIRE);
     for (uint32_t i = 0; i < high; i++) {
         ml_ledger_slot *s = ml__ledger_slot(l, i);
         if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != ML_SLOT_FREE && s->pid == pid &&
             s->start_time == start)
-            return 1;
+            return s;
     }
-    return 0;
+    return NULL;
+}
+
+/* Whether the process maps libmemlimits (an image that changed its name may still be ours).
+ * A process whose maps cannot be read (set-user-ID) does not. */
+static int maps_library(int pid)
+{
+    static const char needle[] = "libmemlimits";
+    char path[64], buf[65536 + sizeof needle];
+    size_t keep = 0;
+    snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC), found = 0;
+    ssize_t n;
+    while (fd >= 0 && !found && (n = read(fd, buf + keep, sizeof buf - keep - 1)) > 0) {
+        buf[keep + (size_t)n] = '\0';
+        found = memmem(buf, keep + (size_t)n, needle, sizeof needle - 1) != NULL;
+        keep = ML_MIN(keep + (size_t)n, sizeof needle - 1);
+        memmove(buf, buf + (size_t)n, keep); /* the tail, for a name cut between reads */
+    }
+    if (fd >= 0) close(fd);
+    return found;
+}
+
+static sighting *sighting_of(supervisor *sv, int pid, uint64_t start, int escaped)
+{
+    for (size_t k = 0; k < sv->nseen; k++)
+        if (sv->seen[k].pid == pid && sv->seen[k].start_time == start &&
+            (sv->seen[k].escaped != 0) == (escaped != 0))
+            return &sv->seen[k];
+    sv->seen = grow(sv->seen, &sv->seen_cap, sv->nseen + 1, sizeof *sv->seen);
+    sighting *s = &sv->seen[sv->nseen++];
+    memset(s, 0, sizeof *s);
+    s->pid = pid;
+    s->start_time = start;
+    return s;
 }
 
 /* Notes every descendant of the launcher that has no slot: seen once, it is named in the report
@@ -233,9 +271,10 @@ static void scan_proc(supervisor *sv)
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         if (*end != '\0' || pid <= 0) continue;
-        proc_entry p = {(int)pid, 0, 0, 0};
+        proc_entry p = {(int)pid, 0, 0, 0, ""};
         char state;
-        if (ml__proc_stat(p.pid, &state, &p.ppid, &p.start) != 0 || state == 'Z') continue;
+        if (ml__proc_stat_comm(p.pid, &state, &p.ppid, &p.start, p.comm) != 0 || state == 'Z')
+            continue;
         all = grow(all, &cap, n + 1, sizeof *all);
         all[n++] = p;
     }
@@ -253,19 +292,20 @@ static void scan_proc(supervisor *sv)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        if (!all[i].in_tree || has_live_slot(sv->ledger, all[i].pid, all[i].start)) continue;
-        sighting *s = NULL;
-        for (size_t k = 0; k < sv->nseen && s == NULL; k++)
-            if (sv->seen[k].pid == all[i].pid && sv->seen[k].start_time == all[i].start)
-                s = &sv->seen[k];
-        if (s == NULL) {
-            sv->seen = grow(sv->seen, &sv->seen_cap, sv->nseen + 1, sizeof *sv->seen);
-            s = &sv->seen[sv->nseen++];
-            memset(s, 0, sizeof *s);
-            s->pid = all[i].pid;
-            s->start_time = all[i].start;
+        if (!all[i].in_tree) continue;
+        ml_ledger_slot *slot = slot_of(sv->ledger, all[i].pid, all[i].start);
+        int escaped = 0;
+        if (slot != NULL) {
+            /* Attached; its image still the one that attached? */
+            char comm[ML_LEDGER_COMM];
+            memcpy(comm, slot->comm, sizeof comm);
+            comm[sizeof comm - 1] = '\0';
+            if (strcmp(comm, all[i].comm) == 0 || maps_library(all[i].pid)) continue;
+            escaped = 1;
         }
-        ml__proc_stat(s->pid, NULL, &s->ppid, NULL);
+        sighting *s = sighting_of(sv, all[i].pid, all[i].start, escaped);
+        s->escaped += escaped;
+        s->ppid = all[i].ppid;
         s->argv_len = (uint32_t)ml__proc_cmdline(s->pid, s->argv, sizeof s->argv, &s->argv_cut);
     }
 }
@@ -276,6 +316,17 @@ static void add_unattached(supervisor *sv)
     ml_tree *t = sv->tree;
     for (size_t i = 0; i < sv->nseen; i++) {
         const sighting *s = &sv->seen[i];
+        if (s->escaped) {
+            /* Seen twice running an image that did not attach: the slot's row says so. */
+            for (size_t k = 0; s->escaped >= 2 && k < t->nrows; k++) {
+                ml_tree_row *r = &t->rows[k];
+                if (r->pid != s->pid || r->start_time != s->start_time || r->serial == 0) continue;
+                memcpy(r->escaped_argv, s->argv, s->argv_len);
+                r->escaped_len = s->argv_len;
+                r->escaped = 1;
+            }
+            continue;
+        }
         int known = 0;
         for (size_t k = 0; k < t->nrows && !known; k++) {
             const ml_tree_row *r = &t->rows[k];

@@ -26,6 +26,10 @@ typedef struct ml_tree_row {
     int exit_status; /* -1 when it was killed */
     int signal;      /* the killing signal, 0 when it exited */
     ml_ledger_firing fired[2];
+    /* It exec'd an image the preload did not reach (env -i, set-user-ID, static): its argv. */
+    int escaped;
+    char escaped_argv[ML_LEDGER_ARGV];
+    uint32_t escaped_len;
 } ml_tree_row;
 
 typedef struct ml_tree {

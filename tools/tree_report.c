@@ -27,7 +27,7 @@ static const char *const limit_names[2] = {"heap cap", "allocation budget"};
 typedef struct totals {
     uint64_t peak, allocated;
     const ml_tree_row *largest;
-    size_t not_accounted, never_attached;
+    size_t not_accounted, never_attached, escaped;
     uint64_t refused[2];
     size_t firing_processes[2];
 } totals;
@@ -45,6 +45,7 @@ static void sum_up(const ml_tree *t, totals *s)
             s->never_attached++;
         else if (!(r->flags & ML_SLOT_ACCOUNTED))
             s->not_accounted++;
+        s->escaped += r->escaped != 0;
         for (int k = 0; k < 2; k++) {
             s->refused[k] += r->fired[k].count;
             s->firing_processes[k] += r->fired[k].count != 0;
@@ -231,7 +232,9 @@ static void text_report(ml_buf *b, const ml_tree *t)
     ml__buf_u64(b, s.not_accounted);
     ml__buf_str(b, " (ended without exit handlers: figures are lower bounds); never attached: ");
     ml__buf_u64(b, s.never_attached);
-    ml__buf_str(b, " (ran without limits)\n");
+    ml__buf_str(b, " (ran without limits); exec'd out of reach: ");
+    ml__buf_u64(b, s.escaped);
+    ml__buf_str(b, "\n");
     ml__buf_str(b, "  exit status:       ");
     if (t->status < 0) {
         ml__buf_str(b, "signal ");
@@ -288,6 +291,15 @@ static void text_report(ml_buf *b, const ml_tree *t)
         pad_to(b, start, 69);
         shown_argv(b, r, 200);
         ml__buf_str(b, "\n");
+        if (r->escaped) {
+            ml_tree_row image = *r;
+            memcpy(image.argv, r->escaped_argv, r->escaped_len);
+            image.argv_len = r->escaped_len;
+            image.argv_cut = 0;
+            ml__buf_str(b, "           then exec'd out of memlimits' reach (no limits): ");
+            shown_argv(b, &image, 200);
+            ml__buf_str(b, "\n");
+        }
     }
 }
 
@@ -421,6 +433,14 @@ static void json_row(ml_buf *b, const ml_tree_row *r, const ml_tree *t)
         ml__buf_str(b, "null");
     ml__buf_str(b, ",\"signal\":");
     json_signal(b, r->ended_known ? r->signal : 0);
+    ml__buf_str(b, ",\"escaped_exec\":");
+    if (r->escaped) {
+        ml__buf_str(b, "{\"argv\":");
+        json_argv(b, r->escaped_argv, r->escaped_len);
+        ml__buf_str(b, "}");
+    } else {
+        ml__buf_str(b, "null");
+    }
     ml__buf_str(b, ",\"limits_fired\":[");
     int any = 0;
     for (int k = 0; k < 2; k++) {
@@ -486,6 +506,8 @@ static void json_report(ml_buf *b, const ml_tree *t)
     ml__buf_u64(b, s.not_accounted);
     ml__buf_str(b, ",\"never_attached\":");
     ml__buf_u64(b, s.never_attached);
+    ml__buf_str(b, ",\"escaped_exec\":");
+    ml__buf_u64(b, s.escaped);
     ml__buf_str(b, ",\"wall_seconds\":");
     ml__buf_fixed(b, t->wall_ns / 1000000, 3);
     ml__buf_str(b, ",\"suggested\":{\"heap\":");
