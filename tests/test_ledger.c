@@ -354,6 +354,9 @@ Test(ledger, the_variable_round_trips_and_refuses_what_memlimit_never_writes)
     char printed[64];
     row->print(&spec, printed, sizeof printed);
     cr_assert_str_eq(printed, "5:1234:00000000deadbeef");
+    /* The launcher writes it fixed-width (the environment's size must not vary by run). */
+    cr_assert_eq(row->parse("00005:0000001234:00000000deadbeef", &spec, &why), 0);
+    cr_assert(spec.fd == 5 && spec.pid == 1234 && spec.id == 0xdeadbeefu);
     cr_assert_eq(row->parse("none", &spec, &why), 0);
     cr_assert_eq(spec.fd, -1);
     static const char *const bad[] = {"",

@@ -269,7 +269,8 @@ Test(tree, the_budget_stops_a_process_at_the_same_allocation_every_run)
     long long first = -1;
     for (int run = 0; run < 3; run++) {
         const char *args[] = {"--alloc", "20M", NULL};
-        const char *command[] = {PYTHON, "-I", "-c",
+        /* Not -I, which would ignore PYTHONMALLOC: every object is a malloc here. */
+        const char *command[] = {PYTHON, "-S", "-c",
                                  "x = [str(i) * (i % 7) for i in range(400000)]", NULL};
         const char *env[] = {"PYTHONHASHSEED=0", NULL};
         ml_child c = launch(args, command, env, &doc);

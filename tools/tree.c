@@ -417,8 +417,10 @@ int ml_tree_run(ml_tree *t, char *why, size_t whycap)
     int fd, errpipe[2];
     sv.ledger = ml__ledger_create(t->heap, t->alloc, &fd, why, whycap);
     if (sv.ledger == NULL) return ML_EXIT_CONFIG;
+    /* Fixed width, so that the environment has the same size on every run: a program's
+     * allocations (and so where a budget stops it) may depend on it. */
     char spec[96];
-    snprintf(spec, sizeof spec, "%d:%d:%016llx", fd, (int)getpid(),
+    snprintf(spec, sizeof spec, "%05d:%010d:%016llx", fd, (int)getpid(),
              (unsigned long long)sv.ledger->id);
     if (setenv("MEMLIMITS_LEDGER", spec, 1) != 0)
         return fail(why, whycap, ML_EXIT_CONFIG, "cannot set MEMLIMITS_LEDGER", errno);
