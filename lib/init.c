@@ -91,9 +91,17 @@ static void print_config(void)
 {
     char storage[4096];
     ml_buf b = ML_BUF_INIT(storage);
-    ml__buf_str(&b, "memlimits: active in pid ");
-    ml__buf_u64(&b, (uint64_t)getpid());
-    ml__buf_str(&b, "; effective configuration:\n");
+    if (ml__host_is_go_program("/proc/self/exe")) {
+        /* Its malloc is ours, its heap is not: do not claim that the limits bound it. */
+        ml__buf_str(&b, "memlimits: pid ");
+        ml__buf_u64(&b, (uint64_t)getpid());
+        ml__buf_str(&b, " is a Go program: its heap is Go's own, not malloc's, and is not "
+                        "limited; configuration for what it mallocs:\n");
+    } else {
+        ml__buf_str(&b, "memlimits: active in pid ");
+        ml__buf_u64(&b, (uint64_t)getpid());
+        ml__buf_str(&b, "; effective configuration:\n");
+    }
     ml__config_describe(&config, ml__getenv, &b);
     ml__buf_flush(&b, STDERR_FILENO);
 }

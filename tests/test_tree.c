@@ -616,6 +616,24 @@ Test(tree, an_exec_that_drops_the_preload_is_named)
     remove_scratch();
 }
 
+Test(tree, a_go_program_is_not_claimed_limited_and_is_listed_not_accounted)
+{
+    char *doc;
+    make_scratch();
+    char target[PATH_MAX];
+    snprintf(target, sizeof target, "%s", ml_test_target("tree_gofake"));
+    const char *command[] = {target, NULL};
+    const char *args[] = {"--verbose", "--heap", "64M", NULL};
+    ml_child c = launch(args, command, NULL, &doc);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    cr_expect(strstr(c.err, "is a Go program: its heap is Go's own") != NULL, "%s", c.err);
+    cr_expect(strstr(c.err, "memlimits: active in pid") == NULL, "claims it is limited: %s", c.err);
+    cr_expect_eq(json_int(doc, NULL, "not_accounted"), 1, "%s", doc);
+    free(doc);
+    ml_child_free(&c);
+    remove_scratch();
+}
+
 Test(tree, pythonmalloc_is_set_for_the_tree_unless_the_user_set_it)
 {
     char *doc;

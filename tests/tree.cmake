@@ -5,6 +5,7 @@
 ml_target(tree_fill memlimits)
 ml_target(tree_fork)
 ml_target(tree_pid_reuse)
+ml_target(tree_gofake)
 set(ML_HAVE_TREE_STATIC 0)
 find_file(ML_TREE_LIBC_STATIC libc.a PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE} /usr/lib
           NO_DEFAULT_PATH)
