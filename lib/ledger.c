@@ -512,9 +512,11 @@ void ml__ledger_heap_note(int64_t live, uint64_t keep, uint64_t thread_allocated
      * in it (heap.h): below that the process runs near intervals, which is exact but slower, so
      * room is taken ahead while the tree has plenty. What lies beyond keep and a hysteresis of
      * twice the top-up goes back: near the cap the top-up is small, so room returns quickly. */
-    uint64_t lease = ML_LOAD(&s->heap_lease);
-    uint64_t step = ML_MIN(ML_LEDGER_HEAP_EXTRA, heap_unlent(l) / 16);
+    uint64_t lease = ML_LOAD(&s->heap_lease), unlent = heap_unlent(l);
+    uint64_t step = ML_MIN(ML_LEDGER_HEAP_EXTRA, unlent / 16);
     if (lease < used + keep) {
+        /* Near the cap a soft request is refused: do not take the lock to hear it. */
+        if (used + keep + step - lease > unlent / 8) return;
         ml__ledger_lock(l);
         lend_heap(l, s, base + used + keep + step, 1);
         ml__ledger_unlock(l);

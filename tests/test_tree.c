@@ -574,6 +574,29 @@ Test(tree, a_signal_sent_to_memlimit_reaches_the_command)
     ml_child_free(&c);
 }
 
+Test(tree, orphans_are_waited_for_and_get_the_signals_sent_to_memlimit)
+{
+    /* The shell ends at once; its background sleep is reparented to memlimit, which waits for it
+     * and, the command being gone, forwards SIGTERM to it. */
+    const char *argv[] = {ML_TEST_LAUNCHER,
+                          "--report=json",
+                          "--",
+                          "sh",
+                          "-c",
+                          "sleep 30 & sleep 0.3; echo ready",
+                          NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run_signalling(argv, NULL, 0, NULL, 25, "ready", SIGTERM, &c), 0);
+    /* The shell has usually exited by then (status 0); if not, it got SIGTERM too. Either way
+     * memlimit ended long before the sleep would have. */
+    cr_expect((c.exited && c.status == 0) || (!c.exited && c.signal == SIGTERM),
+              "exited %d status %d signal %d: %s", c.exited, c.status, c.signal, c.err);
+    cr_expect(strstr(c.err, "\"argv\":[\"sleep\",\"30\"]") != NULL, "%s", c.err);
+    cr_expect(strstr(c.err, "\"signal\":\"TERM\"") != NULL, "the orphan was reaped by memlimit: %s",
+              c.err);
+    ml_child_free(&c);
+}
+
 Test(tree, a_static_child_is_named_as_never_attached)
 {
 #if ML_TEST_HAVE_STATIC

@@ -347,23 +347,23 @@ static void add_unattached(supervisor *sv)
 
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
-/* A signal sent to the launcher by a process (kill, not the terminal, which signals the whole
- * foreground process group, the command included) goes to the command, or once the command is
- * gone to every process of the tree the launcher is the parent of. */
+/* A signal sent to the launcher by a process (kill; not the terminal, which signals the whole
+ * foreground process group, the command included) goes, as timeout(1) sends its signal to its
+ * process group, to the command and to every other process of the tree still running (checked
+ * by start time: a pid may have been reused since its slot was claimed). */
 static void forward(supervisor *sv, const struct signalfd_siginfo *si)
 {
     ml_tree *t = sv->tree;
+    int sig = (int)si->ssi_signo;
     if (si->ssi_code == SI_KERNEL) return;
-    if (t->command_status < 0 && t->command_signal == 0) {
-        kill(t->command_pid, (int)si->ssi_signo);
-        return;
-    }
+    if (t->command_status < 0 && t->command_signal == 0) kill(t->command_pid, sig);
     ml_ledger *l = sv->ledger;
     uint32_t high = __atomic_load_n(&l->high_water, __ATOMIC_ACQUIRE);
     for (uint32_t i = 0; i < high; i++) {
         ml_ledger_slot *s = ml__ledger_slot(l, i);
-        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == ML_SLOT_LIVE && s->ppid == getpid())
-            kill(s->pid, (int)si->ssi_signo);
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == ML_SLOT_LIVE &&
+            s->pid != t->command_pid && ml__proc_running(s->pid, s->start_time))
+            kill(s->pid, sig);
     }
 }
 
