@@ -59,9 +59,10 @@ typedef struct ml_tree {
 
 /* Runs the command as a tree: creates the ledger and puts it in the environment, becomes the
  * subreaper, forks and execs the command, forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
- * the launcher (to the command and every other running process of the tree), reaps and reclaims until no process of the tree is left, and fills the outcome
- * in t. Returns 0, or the launcher's own failure status (125 no ledger, 126 cannot run, 127 not
- * found) with one line in why, the command not having run. */
+ * the launcher (to the command and every other running process of the tree), reaps and reclaims
+ * until no process of the tree is left, and fills the outcome in t. Returns 0, or the launcher's
+ * own failure status (125 no ledger, 126 cannot run, 127 not found) with one line in why, the
+ * command not having run. */
 int ml_tree_run(ml_tree *t, char *why, size_t whycap);
 
 /* The measuring summary, one line without a newline, in human units: "memlimit: tree peak heap
