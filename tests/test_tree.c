@@ -634,6 +634,10 @@ Test(tree, an_exec_that_drops_the_preload_is_named)
                  doc);
     cr_expect_eq(rows_with(doc, "\"escaped_exec\":{\"argv\":[\"/usr/bin/sleep\",\"0.7\"]}"), 1,
                  "%s", doc);
+    cr_expect(strstr(c.err, "memlimit: warning: 1 process of the tree ran without limits") !=
+                      NULL &&
+                  strstr(c.err, "(sleep)") != NULL,
+              "not said without a report either: %s", c.err);
     free(doc);
     ml_child_free(&c);
     remove_scratch();

@@ -51,6 +51,7 @@ typedef struct request {
     int json;
     int per_process;     /* --per-process: every process its own limits; exec the command */
     int preserve_status; /* --preserve-status: the command's status even when a limit fired */
+    int warned;          /* the command itself was warned about as out of the preload's reach */
     int measure;         /* --measure: end with the summary line and suggested limits */
     char **command;
 } request;
@@ -509,6 +510,32 @@ static void write_tree_report(const ml_tree *t, const ml_config *cfg)
     if (fd != STDERR_FILENO) close(fd);
 }
 
+/* Processes of the tree that ran without limits are never passed over in silence: one line at the
+ * end names them (the report, when asked for, has their rows). The command itself, warned about
+ * before it ran, is not named again. */
+static void warn_escapes(const ml_tree *t, int command_warned)
+{
+    char names[600] = "";
+    size_t n = 0, len = 0;
+    for (size_t i = 0; i < t->nrows; i++) {
+        const ml_tree_row *r = &t->rows[i];
+        if (r->serial != 0 && !r->escaped) continue;
+        if (r->pid == t->command_pid && command_warned) continue;
+        const char *argv = r->escaped ? r->escaped_argv : r->argv;
+        size_t argv_len = r->escaped ? r->escaped_len : r->argv_len;
+        size_t word = strnlen(argv, argv_len);
+        const char *slash = memrchr(argv, '/', word);
+        const char *base = slash != NULL ? slash + 1 : argv;
+        if (n++ < 4 && len < sizeof names - 80)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%spid %d (%.*s)",
+                                    n > 1 ? ", " : "", r->pid, (int)(argv + word - base), base);
+    }
+    if (n == 0) return;
+    say("warning: %zu process%s of the tree ran without limits (LD_PRELOAD dropped or ignored): "
+        "%s%s",
+        n, n == 1 ? "" : "es", names, n > 4 ? ", ..." : "");
+}
+
 /* Tree mode: the launcher stays, as the tree's parent and subreaper, until every process of the
  * tree has ended; then it writes the tree's one report and ends as the tree did. */
 static ML_COLD __attribute__((noreturn)) void run_tree(const request *rq, const ml_config *cfg)
@@ -556,6 +583,7 @@ static ML_COLD __attribute__((noreturn)) void run_tree(const request *rq, const 
         fprintf(stderr, "%s\n", line);
     }
     if (cfg->report.kind != ML_REPORT_OFF) write_tree_report(&t, cfg);
+    warn_escapes(&t, rq->warned);
     end_as(t.status);
 }
 
@@ -585,7 +613,7 @@ int main(int argc, char **argv)
     const char *command = rq.command[0];
     if (ml_resolve_command(command, resolved, sizeof resolved) == 0) {
         check_report_path(&cfg, &rq);
-        ml_warn_unpreloadable(resolved, library);
+        rq.warned = ml_warn_unpreloadable(resolved, library) > 0;
     }
     if (cfg.verbose) say("LD_PRELOAD=%s; running %s", getenv("LD_PRELOAD"), command);
     fflush(stderr);
