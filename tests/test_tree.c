@@ -597,6 +597,18 @@ Test(tree, orphans_are_waited_for_and_get_the_signals_sent_to_memlimit)
     ml_child_free(&c);
 }
 
+Test(tree, a_memlimit_inside_a_tree_warns_that_its_processes_leave_it)
+{
+    const char *argv[] = {ML_TEST_LAUNCHER, "--heap", "64M", "--",   ML_TEST_LAUNCHER,
+                          "--alloc",        "1G",     "--",  "true", NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run(argv, NULL, 0, NULL, 30, &c), 0);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    cr_expect(strstr(c.err, "memlimit: warning: inside the process tree of memlimit pid ") != NULL,
+              "%s", c.err);
+    ml_child_free(&c);
+}
+
 Test(tree, a_static_child_is_named_as_never_attached)
 {
 #if ML_TEST_HAVE_STATIC
