@@ -350,8 +350,12 @@ int ml__ledger_attach(const ml_ledger_spec *spec, void (*gather)(ml_ledger_figur
         ml_buf b = {why, whycap - 1, 0, 0};
         ml__buf_str(&b, "memlimits: pid ");
         ml__buf_u64(&b, (uint64_t)getpid());
+        uint64_t start;
         ml__buf_str(&b, l == NULL ? " cannot reach the tree's ledger (descriptor "
-                                  : " finds the tree's ledger full (descriptor ");
+                        : ml__proc_stat(getpid(), NULL, NULL, &start) != 0
+                            ? " cannot read /proc/self/stat for its slot in the tree's ledger "
+                              "(descriptor "
+                            : " finds the tree's ledger full (descriptor ");
         ml__buf_u64(&b, (uint64_t)spec->fd);
         ml__buf_str(&b, " of memlimit pid ");
         ml__buf_u64(&b, (uint64_t)spec->pid);
