@@ -1,6 +1,8 @@
 /* Leases of the process's allocation budget (see budget.h). */
 #include "budget.h"
 
+#include "ledger.h"
+
 static uint64_t budget_total = ML_NONE;
 static uint64_t pool; /* bytes not leased to any thread */
 
@@ -17,6 +19,12 @@ uint64_t ml__budget_total(void)
 
 int ml__budget_extend(ml_thread *t, uint64_t need)
 {
+    if (ml__ledger_budget_shared()) {
+        /* A process tree's budget: the thread leases from the tree's ledger, by the same rule. */
+        uint64_t lent = ml__ledger_budget_lease(need);
+        t->lease_left += lent;
+        return lent != 0;
+    }
     uint64_t have = ML_LOAD(&pool), take;
     do {
         if (have < need) return 0;
@@ -33,8 +41,22 @@ void ml__budget_release(ml_thread *t)
     if (budget_total == ML_NONE || t->lease_left == ML_NONE) return;
     /* lease_left is as of the thread's last event: what it allocated since came out of it. */
     uint64_t spent = ml__since_arm(t);
-    __atomic_add_fetch(&pool, t->lease_left > spent ? t->lease_left - spent : 0, __ATOMIC_RELAXED);
+    uint64_t unspent = t->lease_left > spent ? t->lease_left - spent : 0;
     t->lease_left = 0;
+    if (ml__ledger_budget_shared())
+        ml__ledger_budget_return(unspent);
+    else
+        __atomic_add_fetch(&pool, unspent, __ATOMIC_RELAXED);
+}
+
+void ml__budget_fork_child(ml_thread *t)
+{
+    if (!ml__ledger_budget_shared() || t->lease_left == ML_NONE) return;
+    /* The lease is the parent's: the child keeps only what its countdown already spent of it
+     * (the bytes since the last arming, which the parent allocated), and its next allocation is
+     * an event that leases from the tree under the child's own slot. */
+    t->lease_left = ml__since_arm(t);
+    ml__thread_force_event(t);
 }
 
 /* A thread's unspent lease: what it leased, less what it allocated since its last event

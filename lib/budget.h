@@ -25,5 +25,9 @@ void ml__budget_release(ml_thread *t);
  * are not allocating or exiting during the call. Otherwise the pool alone, lock-free: leases
  * count as spent, so it is low by at most ML_LEASE_BYTES per thread. Any thread. */
 uint64_t ml__budget_left(int exact);
+/* In a fork child, for the forking thread t: in a process tree its lease belongs to the parent,
+ * which may still spend it; the child drops it. (Per process, the child keeps a copy of the
+ * parent's budget, as it keeps a copy of its heap.) */
+void ml__budget_fork_child(ml_thread *t);
 
 #endif

@@ -23,6 +23,7 @@
 #include "budget.h"
 #include "heap.h"
 #include "init.h"
+#include "ledger.h"
 #include "memprof.h"
 #include "profile.h"
 #include "report.h"
@@ -89,20 +90,20 @@ static ML_COLD void act(const ml_action *action)
     }
 }
 
-/* A process-wide limit refused an allocation: record it, announce the action, act. With the
- * enomem action only the first refusal writes a report (the others are counted); every other
- * action is taken at each refusal that survives the previous one. */
+/* A process-wide limit refused an allocation: record it, announce the action, act. The enomem
+ * action writes nothing (the exit report has the record and the count); every other action is
+ * taken at each refusal that survives the previous one. */
 static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 {
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
-    int first = ml__report_record(kind, t->index, t->allocations, size);
+    ml__report_record(kind, t->index, t->allocations, size);
     ml__profile_note_firing(kind);
     ml__profile_write_limit();
-    if (action->kind == ML_ACTION_ENOMEM) {
-        if (first) ml__report_write("limit", -1, 0);
-        return;
-    }
+    ml__ledger_fired((int)kind, t->index, t->allocations, size, action); /* a process tree's */
+    /* enomem: the program goes on, and its exit report records the refusal (with the firing's
+     * callstack): one block, not a second near-identical one written at the refusal. */
+    if (action->kind == ML_ACTION_ENOMEM) return;
     ml__report_announce(kind, t->index, t->allocations, size, action);
     act(action);
 }

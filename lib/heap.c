@@ -12,6 +12,7 @@
 #include <sched.h>
 
 #include "host.h"
+#include "ledger.h"
 
 static int64_t live_heap;     /* sum of every thread's reported balance and reservation */
 static uint64_t peak_heap;    /* highest live_heap seen at a flush */
@@ -96,10 +97,18 @@ static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t l
     return fits;
 }
 
+/* After an owner's flush: a process tree's ledger (ledger.h) sees the figures and adjusts the
+ * process's room in the tree. */
+static void tell_ledger(ml_thread *t, int64_t live)
+{
+    ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
+}
+
 void ml__heap_flush(ml_thread *t)
 {
     int64_t live;
     flush_reserve(t, 0, 0, INT64_MAX, &live);
+    tell_ledger(t, live);
     note_peak(live);
 }
 
@@ -146,7 +155,8 @@ static uint64_t next_interval(uint64_t cap, int64_t live, int watched)
 
 int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
 {
-    uint64_t cap = ML_LOAD(&heap_cap);
+    /* In a process tree the cap is the smaller of the process's own and its room in the tree. */
+    uint64_t own_cap = ML_LOAD(&heap_cap), cap = ML_MIN(own_cap, ml__ledger_heap_room());
     int watched = ml__heap_watched();
     int64_t live = ML_LOAD(&live_heap);
     /* The far shortcut, no flush and no lookup: inside an interval armed far below the cap,
@@ -173,6 +183,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
         return 1;
     if (cap == UINT64_MAX) { /* an interval ends: accounting only */
         flush_reserve(t, 0, 0, INT64_MAX, &live);
+        tell_ledger(t, live);
         note_peak(live);
         t->flush_left = next_interval(cap, live, watched);
         return 1;
@@ -182,14 +193,25 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     int64_t check = (int64_t)usable - (int64_t)old_usable, reserve = check > 0 ? check : 0;
     int64_t limit = cap > INT64_MAX ? INT64_MAX : (int64_t)cap;
     if (usable != 0) { /* 0: larger than jemalloc can serve */
-        for (int attempt = 0; attempt < 2; attempt++) {
+        for (int attempt = 0; attempt < 3; attempt++) {
             if (flush_reserve(t, check, reserve, limit, &live)) {
+                tell_ledger(t, live);
                 t->flush_left = next_interval(cap, live, watched);
                 return 1;
             }
             /* Frees by threads that have not flushed since (one that only frees never does):
-             * catch every thread up, once, before refusing. */
-            if (attempt == 0) ml__heap_reconcile();
+             * catch every thread up, once, before refusing. Then, in a process tree, ask the
+             * tree for more room, within the process's own cap. */
+            if (attempt == 0) {
+                ml__heap_reconcile();
+            } else if (attempt == 1) {
+                int64_t want = ML_LOAD(&live_heap) + check;
+                if (cap == own_cap || want <= 0 || (uint64_t)want > own_cap ||
+                    !ml__ledger_heap_grow((uint64_t)want))
+                    break;
+                cap = ML_MIN(own_cap, ml__ledger_heap_room());
+                limit = cap > INT64_MAX ? INT64_MAX : (int64_t)cap;
+            }
         }
         note_peak(live);
     }

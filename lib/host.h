@@ -134,6 +134,11 @@ char *const *ml__environment(void);
 const char *ml__getenv(const char *name);
 /* The system page size, cached. */
 size_t ml__page_size(void);
+/* Whether the ELF file at `path` is a Go program (it has a .go.buildinfo or .note.go.buildid
+ * section): Go's heap does not come from malloc, so limits on malloc do not bound it, and Go
+ * programs end without running exit handlers. Reads the file's section headers; no allocation.
+ * 0 for anything it cannot read. */
+int ml__host_is_go_program(const char *path);
 
 /* Tracked blocks (host_tracked.c): sampled blocks live in a dedicated jemalloc arena in a
  * reserved address range, arranged so that jemalloc's free reaches memlimits for them and for

@@ -22,6 +22,7 @@
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
+#include "ledger.h"
 #include "memprof.h"
 #include "profile.h"
 #include "report.h"
@@ -61,6 +62,27 @@ static void fork_child(int multithreaded)
     ml__task_fork_child(multithreaded);
     ml__memprof_fork_child();
     ml__profile_fork_child();
+    /* A process tree: the child takes a slot of its own and drops the parent's leases. */
+    ml_thread *t = &ml__self;
+    uint64_t allocated, allocations, samples;
+    ml__totals(&allocated, &allocations, &samples);
+    ml__ledger_fork_child(ml__heap_live(), allocated, t->allocated + ml__since_arm(t));
+    ml__budget_fork_child(t);
+}
+
+/* The process's figures at its end, for the tree's ledger: exact when the thread can flush. */
+static void tree_figures(ml_ledger_figures *f)
+{
+    ml_thread *t = &ml__self;
+    uint64_t allocations, samples;
+    if (t->state == ML_THREAD_READY && ml__busy_enter(t)) {
+        ml__heap_flush(t);
+        ml__busy_leave(t);
+    }
+    if (!t->busy) ml__heap_reconcile();
+    ml__totals(&f->allocated, &allocations, &samples);
+    f->live = ml__heap_live();
+    f->peak = ml__heap_peak();
 }
 
 static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
@@ -76,9 +98,17 @@ static void print_config(void)
 {
     char storage[4096];
     ml_buf b = ML_BUF_INIT(storage);
-    ml__buf_str(&b, "memlimits: active in pid ");
-    ml__buf_u64(&b, (uint64_t)getpid());
-    ml__buf_str(&b, "; effective configuration:\n");
+    if (ml__host_is_go_program("/proc/self/exe")) {
+        /* Its malloc is ours, its heap is not: do not claim that the limits bound it. */
+        ml__buf_str(&b, "memlimits: pid ");
+        ml__buf_u64(&b, (uint64_t)getpid());
+        ml__buf_str(&b, " is a Go program: its heap is Go's own, not malloc's, and is not "
+                        "limited; configuration for what it mallocs:\n");
+    } else {
+        ml__buf_str(&b, "memlimits: active in pid ");
+        ml__buf_u64(&b, (uint64_t)getpid());
+        ml__buf_str(&b, "; effective configuration:\n");
+    }
     ml__config_describe(&config, ml__getenv, &b);
     ml__buf_flush(&b, STDERR_FILENO);
 }
@@ -88,6 +118,11 @@ static void init_once(void)
     char err[1024];
     if (ml__config_load_env(&config, ml__environment(), err, sizeof err) != 0) fatal(err);
     if (ml__report_setup(&config, err, sizeof err) != 0) fatal(err);
+    /* Not fatal: a process that cannot reach its tree's ledger keeps the limits as its own. */
+    if (ml__ledger_attach(&config.ledger, tree_figures, err, sizeof err) < 0) {
+        ml__write_all(STDERR_FILENO, err, strlen(err));
+        ml__write_all(STDERR_FILENO, "\n", 1);
+    }
     if (ml__thread_setup_key(&thread_hooks) != 0) fatal("memlimits: cannot create a pthread key");
     int je = ml__host_jemalloc_init();
     if (je == -1)
@@ -131,9 +166,20 @@ static void profile_at_exit(int status, void *arg)
     ml__profile_write_exit();
 }
 
+static void tree_at_exit(int status, void *arg)
+{
+    (void)arg;
+    ml__ledger_exit(status, 0);
+}
+
 __attribute__((constructor)) static void memlimits_constructor(void)
 {
     ml__init();
+    /* Whether malloc is ours, asked now (a malloc(0) that no limit refuses this early) rather
+     * than first by the exit report, where a heap cap already reached would refuse the probe and
+     * count it as a refusal. Not from init itself: there the thread may be busy, and the probe's
+     * charge would leave a countdown that no event re-arms. */
+    ml__host_owns_malloc(&ml__self.allocations);
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
     /* Outside the allocator: the unwinder is set up here, and the heap profile started. */
     if (config.report.kind != ML_REPORT_OFF || config.profile[0] != '\0')
@@ -143,4 +189,6 @@ __attribute__((constructor)) static void memlimits_constructor(void)
             fatal("memlimits: MEMLIMITS_PROFILE: cannot start the heap profile");
         on_exit(profile_at_exit, NULL);
     }
+    /* Registered after the report's, so it runs before it (on_exit's order is reversed). */
+    if (ml__ledger_attached()) on_exit(tree_at_exit, NULL);
 }
