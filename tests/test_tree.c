@@ -771,8 +771,9 @@ Test(tree, tree_mode_is_documented_in_help_man_page_completion_and_readme)
     cr_expect(strstr(man, "PYTHONMALLOC") != NULL);
     cr_expect(strstr(readme, "## Process trees") != NULL);
     cr_expect(strstr(readme, "like `timeout(1)`") != NULL);
-    cr_expect(strstr(readme, "64 KiB of requests per thread\n  allocating concurrently anywhere "
-                             "in the tree") != NULL,
+    cr_expect(strstr(readme,
+                     "the single-process bound of\n  [Accounting](#accounting-and-its-bound) "
+                     "for every thread anywhere in the tree") != NULL,
               "README: the tree's bound per thread");
     free(readme);
     free(completion);
