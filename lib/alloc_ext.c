@@ -71,3 +71,42 @@ void *ml__new_failed(size_t size, size_t align, unsigned how, const void *ret)
         if (p != NULL) return p;
     }
 }
+
+/* The alignment a jemalloc flags word asks for (MALLOCX_ALIGN), 0 for none. */
+static size_t flags_alignment(int flags)
+{
+    unsigned lg = (unsigned)flags & MLJE_MALLOCX_LG_ALIGN_MASK;
+    return lg != 0 ? (size_t)1 << lg : 0;
+}
+
+void *ml__mallocx_slow(size_t size, int flags, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, flags_alignment(flags), NULL);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(mlje_mallocx(size, flags), size);
+}
+
+void *ml__rallocx_slow(void *p, size_t size, int flags, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, flags_alignment(flags), p);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(mlje_rallocx(p, size, flags), size);
+}
+
+size_t ml__xallocx_slow(void *p, size_t size, size_t extra, int flags, size_t n, const void *ret)
+{
+    ml_verdict verdict = ml__event(n, flags_alignment(flags), p);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return mlje_sallocx(p, 0);
+    }
+    size_t got = mlje_xallocx(p, size, extra, flags);
+    ml__alloc_settle(p, n); /* counted like the fast path: a request, whatever it got */
+    return got;
+}

@@ -23,4 +23,13 @@ ML_NOINLINE void *ml__new_slow(size_t size, size_t align, unsigned how, const vo
  * unless `how` has ML_NEW_NOTHROW. */
 ML_NOINLINE ML_COLD void *ml__new_failed(size_t size, size_t align, unsigned how, const void *ret);
 
+/* jemalloc's allocating calls after their charge hit an event: the event (the alignment taken
+ * from `flags`, the block replaced for rallocx and xallocx), then jemalloc. Refused: mallocx and
+ * rallocx return NULL (errno ENOMEM), xallocx the block's size unchanged, as when it cannot grow
+ * in place. `n` of xallocx is what was charged: size + extra, the most it may take. */
+ML_NOINLINE void *ml__mallocx_slow(size_t size, int flags, const void *ret);
+ML_NOINLINE void *ml__rallocx_slow(void *p, size_t size, int flags, const void *ret);
+ML_NOINLINE size_t ml__xallocx_slow(void *p, size_t size, size_t extra, int flags, size_t n,
+                                    const void *ret);
+
 #endif

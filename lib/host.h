@@ -24,7 +24,19 @@ size_t mlje_malloc_usable_size(const void *p);
 size_t mlje_nallocx(size_t size, int flags);
 int mlje_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 #define MLJE_MALLOCX_ALIGN(a) ((int)(__builtin_ffsll((long long)(a)) - 1))
+/* jemalloc's non-standard API (jemalloc(3)), the same renamed. */
+void *mlje_mallocx(size_t size, int flags);
+void *mlje_rallocx(void *p, size_t size, int flags);
+size_t mlje_xallocx(void *p, size_t size, size_t extra, int flags);
+size_t mlje_sallocx(const void *p, int flags);
+void mlje_dallocx(void *p, int flags);
 void mlje_sdallocx(void *p, size_t size, int flags);
+int mlje_mallctlnametomib(const char *name, size_t *mibp, size_t *miblenp);
+int mlje_mallctlbymib(const size_t *mib, size_t miblen, void *oldp, size_t *oldlenp, void *newp,
+                      size_t newlen);
+void mlje_malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque,
+                             const char *opts);
+#define MLJE_MALLOCX_LG_ALIGN_MASK 0x3f /* the flags' alignment field: log2, 0 for none */
 /* Two of jemalloc's internal functions, renamed: malloc's general path (what its inline fast
  * path falls back to) and the sized free of C++'s sized operator delete (p not NULL). */
 void *mlje_malloc_default(size_t size);

@@ -19,3 +19,13 @@ endfunction()
 
 ml_cxx_target(fast_cxx ${CMAKE_DL_LIBS})
 ml_test(fast_cxx)
+
+# A program linked with Debian's libjemalloc (libjemalloc-dev) that uses jemalloc's own API.
+find_library(ML_DEBIAN_JEMALLOC NAMES jemalloc PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE})
+find_path(ML_DEBIAN_JEMALLOC_INCLUDE jemalloc/jemalloc.h)
+if(NOT ML_DEBIAN_JEMALLOC OR NOT ML_DEBIAN_JEMALLOC_INCLUDE)
+  message(FATAL_ERROR "libjemalloc.so or jemalloc/jemalloc.h not found: install libjemalloc-dev")
+endif()
+ml_target(fast_jemalloc ${ML_DEBIAN_JEMALLOC} ${CMAKE_DL_LIBS})
+target_include_directories(fast_jemalloc PRIVATE ${ML_DEBIAN_JEMALLOC_INCLUDE})
+ml_test(fast_jemalloc)
