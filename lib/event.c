@@ -31,7 +31,7 @@
 #define ML_MAX_REQUEST ((uint64_t)1 << 47)
 
 /* Brings every component of the countdown up to date with `bytes` allocated. */
-static void consume(ml_thread *t, uint64_t bytes)
+static inline void consume(ml_thread *t, uint64_t bytes)
 {
     t->allocated += bytes;
     t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
@@ -117,11 +117,22 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
     return ML_ALLOW;
 }
 
-ml_verdict ml__event(uint64_t n, size_t align, void *old)
+/* The common event: the countdown ran out on the sampler's component alone (or early, a few
+ * bytes short of it, each allocation having taken one byte more than its size). No flush is due,
+ * the lease covers the bytes, no task runs and no global-memory task watches the heap, so the
+ * allocation needs no decision: it lies within the flush interval as a fast-path allocation
+ * would, and the heap cap's bound covers it the same way. Only the counts, the samples and the
+ * countdown move. */
+static inline int only_sampler(const ml_thread *t, uint64_t spent)
 {
-    ml_thread *t = &ml__self;
-    if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t); /* includes n */
+    return t->state == ML_THREAD_READY && t->task == NULL && spent < t->flush_left &&
+           spent <= t->lease_left && !ml__heap_watched();
+}
+
+/* Every other event: the full decision. */
+static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t n, size_t align,
+                                         void *old)
+{
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
     t->allocations_at_arm = t->allocations;
@@ -133,6 +144,27 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     arm(t);
     ml__busy_leave(t);
     return verdict;
+}
+
+ml_verdict ml__event(uint64_t n, size_t align, void *old)
+{
+    ml_thread *t = &ml__self;
+    if (!ml__busy_enter(t)) return ML_ALLOW;
+    uint64_t spent = ml__since_arm(t); /* includes n */
+    if (ML_UNLIKELY(!only_sampler(t, spent))) return event_full(t, spent, n, align, old);
+    /* consume(spent - n), then consume(n): the bytes before this allocation hold no sampled byte
+     * (they were all below the countdown), so the samples of all of them are this block's. */
+    t->allocated += spent;
+    t->flush_left -= spent;
+    if (t->lease_left != ML_NONE) t->lease_left -= spent;
+    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent);
+    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
+    next = ML_MIN(next, t->lease_left);
+    t->armed = next;
+    t->allocations_at_arm = t->allocations;
+    ML_STORE(&t->until_event, next);
+    ml__busy_leave(t);
+    return ML_ALLOW;
 }
 
 void ml__event_refund(uint64_t n)

@@ -29,3 +29,6 @@ endif()
 ml_target(fast_jemalloc ${ML_DEBIAN_JEMALLOC} ${CMAKE_DL_LIBS})
 target_include_directories(fast_jemalloc PRIVATE ${ML_DEBIAN_JEMALLOC_INCLUDE})
 ml_test(fast_jemalloc)
+
+# The sampler's statistics on large blocks, and its cost in random numbers (unit test).
+ml_test(sampler_large)
