@@ -72,6 +72,16 @@ void *ml__new_failed(size_t size, size_t align, unsigned how, const void *ret)
     }
 }
 
+void *ml__aligned_alloc_slow(size_t align, size_t size, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, align, NULL);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(mlje_aligned_alloc(align, size), size);
+}
+
 /* The alignment a jemalloc flags word asks for (MALLOCX_ALIGN), 0 for none. */
 static size_t flags_alignment(int flags)
 {

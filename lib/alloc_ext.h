@@ -23,6 +23,11 @@ ML_NOINLINE void *ml__new_slow(size_t size, size_t align, unsigned how, const vo
  * unless `how` has ML_NEW_NOTHROW. */
 ML_NOINLINE ML_COLD void *ml__new_failed(size_t size, size_t align, unsigned how, const void *ret);
 
+/* aligned_alloc, memalign, valloc and pvalloc after their charge hit an event, with a power of
+ * two above malloc's alignment: the event, then jemalloc's aligned_alloc; NULL and ENOMEM when
+ * refused or out of memory. */
+ML_NOINLINE void *ml__aligned_alloc_slow(size_t align, size_t size, const void *ret);
+
 /* jemalloc's allocating calls after their charge hit an event: the event (the alignment taken
  * from `flags`, the block replaced for rallocx and xallocx), then jemalloc. Refused: mallocx and
  * rallocx return NULL (errno ENOMEM), xallocx the block's size unchanged, as when it cannot grow

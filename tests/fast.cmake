@@ -32,3 +32,7 @@ ml_test(fast_jemalloc)
 
 # The sampler's statistics on large blocks, and its cost in random numbers (unit test).
 ml_test(sampler_large)
+
+# The entry points that end in a tail call to jemalloc, under real exhaustion.
+ml_target(fast_oom)
+ml_test(fast_entries)
