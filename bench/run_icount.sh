@@ -19,7 +19,7 @@
 #   OPS            operations to run (default: all of both programs)
 #   VALGRIND       (default: valgrind)
 # Output: one TSV line per operation and configuration on OUT_TSV (default: stdout):
-#   program op config n instructions_n instructions_2n per_op
+#   program op config n instructions_n instructions_2n per_op description
 # per_op is "-" when the entry point does not exist under that configuration (jemalloc's API
 # under glibc). Then a table of ratios to bare jemalloc on stderr.
 set -euo pipefail
@@ -89,7 +89,7 @@ declare -A per_op
 ops_run=()
 {
     for bin in icount icount_cxx; do
-        while IFS=$'\t' read -r op _; do
+        while IFS=$'\t' read -r op what; do
             [[ -n ${OPS:-} && " $OPS " != *" $op "* ]] && continue
             ops_run+=("$op")
             runs=$n
@@ -103,7 +103,8 @@ ops_run=()
                     v=$(awk -v a="$a" -v b="$b" -v n="$runs" 'BEGIN { printf "%.1f", (b - a) / n }')
                 fi
                 per_op[$op,$config]=$v
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$bin" "$op" "$config" "$runs" "$a" "$b" "$v"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$bin" "$op" "$config" "$runs" "$a" "$b" "$v" \
+                    "$what"
             done
         done < <("$build_dir/bench/$bin" --list)
     done
