@@ -44,7 +44,10 @@ int ml__host_owns_malloc(const uint64_t *counter)
  * program churning large blocks faults every page in again (large-block churn: 3.7x slower than
  * glibc). Keeping large blocks in the ordinary arenas and leaving lazily-freed (MADV_FREE) pages
  * to the kernel makes that churn 6x faster than glibc; the cost is RSS that counts pages the
- * kernel may reclaim at any time. */
+ * kernel may reclaim at any time. Re-studied for issue 12 (bench/WHY.md, item 5): settings that
+ * return pages sooner lose that speed and still do not bring the RSS within 10% of glibc's, and
+ * those that spare thread churn jemalloc's purge at thread exit (one arena, per-CPU arenas, a
+ * background thread) multiply the RSS of the same workloads; so these stay. */
 extern const char *mlje_malloc_conf;
 const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
 
