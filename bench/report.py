@@ -3,20 +3,22 @@
 
 usage: report.py RESULTS_DIR [--gnuplot GNUPLOT]
 
-Reads RESULTS_DIR/raw/ (machine.txt, speedup.tsv, suite.tsv, study.tsv, perf.txt,
+Reads RESULTS_DIR/raw/ (machine.txt, speedup.tsv, suite.tsv, study.tsv, perf.txt, icount.tsv,
 malloc_bench.txt, overshoot.txt, global.txt, sampler.jsonl, token.txt, fastpath.txt) and writes
 RESULTS_DIR/REPORT.md and RESULTS_DIR/*.png. Standard library only.
 """
 # The work is split by concern into the report_*.py modules beside this script: report_load
 # (reading raw/), report_common (statistics and Markdown tables), report_plots (gnuplot),
-# report_targets (title, warning and targets), report_suite (machine, workloads, configuration
-# study, perf, malloc_bench), report_precision and report_latency. Each section is a function
+# report_targets (title, warning and targets), report_icount (instruction counts), report_suite
+# (machine, workloads, configuration study, perf, malloc_bench), report_precision and
+# report_latency. Each section is a function
 # returning its lines of Markdown; main() puts them in the order of the report.
 import os
 import sys
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
+from report_icount import Icount, icount_section  # noqa: E402
 from report_latency import latency_section  # noqa: E402
 from report_load import Results  # noqa: E402
 from report_plots import Plots  # noqa: E402
@@ -57,10 +59,12 @@ def main():
     if "--gnuplot" in sys.argv:
         gnuplot = sys.argv[sys.argv.index("--gnuplot") + 1]
     res = Results(outdir)
+    res.icount = Icount(outdir)
     plots = Plots(outdir, gnuplot)
     L = (header_section(res) + targets_section(res) + machine_section(res) +
          workloads_section(res) + suite_section(res, plots) + study_section(res) +
-         perf_section(res) + malloc_bench_section(res) + precision_section(res, plots) +
+         perf_section(res) + icount_section(res.icount) + malloc_bench_section(res) +
+         precision_section(res, plots) +
          latency_section(res, plots) + why_section())
     L += plot_errors_section(plots)  # after every plot was drawn
     with open(os.path.join(outdir, "REPORT.md"), "w") as f:

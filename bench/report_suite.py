@@ -59,6 +59,11 @@ WORKLOAD_DESCRIPTIONS = OrderedDict([
                   "written"),
     ("threads", "many threads: 10 waves of 32 threads, each 400 × (200 blocks of "
                 "16–256 B allocated then freed)"),
+    ("mstress", "thread churn with live objects, after mimalloc-bench's mstress: 50 rounds of 4 "
+                "threads, 20000 steps each (mostly 8 B–1 KiB, some to 64 KiB and 1 MiB), one "
+                "block in eight exchanged through a shared array that survives the threads"),
+    ("mleak", "many short-lived threads, after mimalloc-bench's mleak: 1000 rounds of 2 threads, "
+              "each allocating 1000 blocks of 16 B–4 KiB and keeping 10 for the next round"),
     ("python", "/usr/bin/python3 building and dropping lists, dicts, sets, strings, bytes "
                "(3 rounds of 200k rows)"),
 ])

@@ -1,6 +1,7 @@
 """report_targets: the top of the report: its title, the warning when the machine was loaded,
 and the targets with pass or fail."""
 from report_common import geomean, kib, passfail, table
+from report_icount import icount_target_rows
 from report_load import med
 from report_precision import overshoot_totals
 from report_suite import target_rows
@@ -77,6 +78,8 @@ def targets_section(res):
     trows.append(("global memory limit: interrupted before 256 KiB more allocation",
                   "max %s over %d task runs; not interrupted: %d" % (kib(gmax), len(glob), g_notint),
                   passfail(gmax < 256 * 1024 and g_notint == 0 and bool(glob))))
+    if getattr(res, "icount", None) is not None:
+        trows.extend(icount_target_rows(res.icount))
     L.append(table(["target", "measured", "result"], trows, ["l", "l", "l"]))
     L.append("")
     L.append("Time is each workload's own measured work time (`elapsed_s`, printed by the "

@@ -18,6 +18,8 @@
 #   5. precision: allocation-limit overshoot, global-limit detection distance, sampler error;
 #   6. latency: token to task return (allocating, allocating with ML_WAKE, blocked in read with
 #      ML_WAKE), and the fast path inside a task against none;
+#   (and, after the perf profile, instructions per operation of every entry point under
+#      callgrind: run_icount.sh, raw/icount.tsv; ICOUNT=0 skips it);
 #   7. the speedup check at the end; bench/report.py turns raw/ into REPORT.md and plots.
 #
 # Environment:
@@ -27,7 +29,8 @@
 #                 (default: the recommended one, below)
 #   MEMLIMITS_LIB, JEMALLOC_LIB, PYTHON (default /usr/bin/python3), GNUPLOT (default gnuplot)
 #   OUT           results directory (default: bench/results next to this script)
-# Needs bash, awk, GNU time (/usr/bin/time), python3 (the workload and the report), gnuplot.
+# Needs bash, awk, GNU time (/usr/bin/time), python3 (the workload and the report), gnuplot;
+# valgrind for the instruction counts.
 set -euo pipefail
 
 prog=${0##*/}
@@ -68,7 +71,7 @@ out=${OUT:-$here/results}
 raw=$out/raw
 
 for b in malloc_bench wl_larson wl_xmalloc wl_cache_scratch wl_small_objects wl_strbuild \
-    wl_bigblocks wl_threads precision latency; do
+    wl_bigblocks wl_threads wl_mstress wl_mleak precision latency; do
     [[ -x $bench/$b ]] || die "missing $bench/$b: build with -DMEMLIMITS_BUILD_BENCH=ON"
 done
 [[ -f $memlimits_lib ]] || die "libmemlimits.so not found: $memlimits_lib"
@@ -100,6 +103,8 @@ if [[ $quick == 1 ]]; then
         "strbuild|$bench/wl_strbuild 500000"
         "bigblocks|$bench/wl_bigblocks 40"
         "threads|$bench/wl_threads 32 2 200"
+        "mstress|$bench/wl_mstress 2 10"
+        "mleak|$bench/wl_mleak 2 200"
         "python|$python $here/wl_containers.py 1 100000"
     )
 else
@@ -111,6 +116,8 @@ else
         "strbuild|$bench/wl_strbuild 3000000"
         "bigblocks|$bench/wl_bigblocks 600"
         "threads|$bench/wl_threads 32 10 400"
+        "mstress|$bench/wl_mstress 4 50"
+        "mleak|$bench/wl_mleak 2 1000"
         "python|$python $here/wl_containers.py 3 200000"
     )
 fi
@@ -118,17 +125,19 @@ suite_configs=(glibc jemalloc memlimits memlimits+limits memlimits+task memlimit
 
 # The study: candidates for the embedded jemalloc's malloc_conf, each measured as memlimits with
 # limits set and MALLOC_CONF=candidate, against glibc, bare jemalloc and memlimits as it is.
+# Each is read over the embedded defaults (oversize_threshold:1073741824,muzzy_decay_ms:-1),
+# which MALLOC_CONF overrides key by key: the first is the shipped configuration itself.
 study_candidates=(
     'oversize_threshold:1073741824,muzzy_decay_ms:-1'
-    'dirty_decay_ms:-1'
-    'dirty_decay_ms:-1,oversize_threshold:1073741824'
-    'muzzy_decay_ms:-1'
-    'background_thread:true'
-    'narenas:2'
-    'oversize_threshold:1073741824,muzzy_decay_ms:-1,narenas:2'
+    'muzzy_decay_ms:0'
+    'dirty_decay_ms:1000,muzzy_decay_ms:0'
+    'narenas:1'
+    'percpu_arena:percpu'
+    'background_thread:true,max_background_threads:1'
+    'background_thread:true,max_background_threads:1,muzzy_decay_ms:0'
     'retain:false'
 )
-study_workloads=(bigblocks threads xmalloc larson strbuild)
+study_workloads=(bigblocks mstress mleak threads xmalloc larson strbuild)
 
 # Prints the env assignments of CONFIG, one per line.
 config_env() {
@@ -272,6 +281,19 @@ if command -v perf >/dev/null && perf stat -e instructions:u true >/dev/null 2>&
     echo
 else
     echo "perf unavailable: profile skipped"
+fi
+
+# ------------------------------------------------------------------ instruction counts
+# Instructions per operation of every entry point, C and C++, under callgrind (run_icount.sh):
+# the figure that does not move with the machine's load. ICOUNT=0 skips it.
+: >"$raw/icount.tsv"
+if [[ ${ICOUNT:-1} != 0 ]] && command -v valgrind >/dev/null && [[ -x $bench/icount_cxx ]]; then
+    echo "instruction counts (run_icount.sh, callgrind)"
+    N=$([[ $quick == 1 ]] && echo 20000 || echo 200000) MEMLIMITS_LIB=$memlimits_lib \
+        JEMALLOC_LIB=$jemalloc_lib "$here/run_icount.sh" "$build_dir" "$raw/icount.tsv" ||
+        shout "run_icount.sh failed: the report has no instruction counts"
+else
+    echo "instruction counts skipped (ICOUNT=0, or valgrind or icount_cxx missing)"
 fi
 
 # ----------------------------------------------------------------------- malloc_bench

@@ -19,6 +19,8 @@ Environment:
   SEED           the workload seed, the same in every run (default: 1)
   SPIN_ITERS     iterations of the throttling check's loop (default: 200000000)
   SPEEDUP_MIN    below this two-thread speedup, 2-thread rows are flagged (default: 1.8)
+  BASELINE_LIB   another libmemlimits.so (say, an earlier build) run as "baseline+limits" in the
+                 same interleaved rounds, for before/after figures (default: none)
 EOF
     exit 2
 }
@@ -71,6 +73,13 @@ else
     configs=(glibc jemalloc)
 fi
 all_configs=(glibc jemalloc memlimits memlimits+limits)
+baseline_lib=${BASELINE_LIB:-}
+if [[ -n $baseline_lib ]]; then
+    [[ -f $baseline_lib ]] || die "BASELINE_LIB not found: $baseline_lib"
+    baseline_lib=$(realpath -- "$baseline_lib")
+    configs+=(baseline+limits)
+    all_configs+=(baseline+limits)
+fi
 thread_counts=(1 2)
 
 # Every run must see the same environment apart from what its configuration sets: no inherited
@@ -108,6 +117,9 @@ run_one() {
     # Limits on, set so high that they never fire: this measures their cost on the fast path.
     memlimits+limits)
         env_args=(LD_PRELOAD="$memlimits_lib" MEMLIMITS_HEAP=64G MEMLIMITS_ALLOC=1000T)
+        ;;
+    baseline+limits)
+        env_args=(LD_PRELOAD="$baseline_lib" MEMLIMITS_HEAP=64G MEMLIMITS_ALLOC=1000T)
         ;;
     *) die "unknown configuration $config" ;;
     esac
@@ -154,6 +166,7 @@ if ((memlimits_missing)); then
 else
     echo "memlimits: $memlimits_lib"
 fi
+[[ -n $baseline_lib ]] && echo "baseline:  $baseline_lib"
 echo "runs=$runs ops=$ops seed=$seed threads=${thread_counts[*]} (ns_per_op: wall time / ops of one thread)"
 echo
 
@@ -190,7 +203,7 @@ for threads in "${thread_counts[@]}"; do
         read -r median min max < <(stats "$config" "$threads")
         ratio=$(awk -v m="$median" -v b="$base_median" 'BEGIN { printf "%.3f", m / b }')
         note=
-        if [[ $config == memlimits* ]]; then
+        if [[ $config == memlimits* || $config == baseline* ]]; then
             # The design's budget: within 5% of bare jemalloc.
             note=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.05) ? "within 5% budget" : "OVER 5% budget" }')
         fi

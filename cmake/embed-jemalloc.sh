@@ -60,4 +60,29 @@ if [ -n "$left" ]; then
     echo "embed-jemalloc: names not renamed: $left" >&2
     exit 1
 fi
+# jemalloc's C++ operators (jemalloc_cpp.pic.o, taken out above), for libmemlimits.so's operator
+# new and new[] (preload/new.c): after memlimits' charge they jump to jemalloc's own operator
+# code, whose inline fast path is malloc's, so a C++ allocation costs what a malloc costs. Their
+# names are renamed by cmake/jemalloc-cxx-rename.txt (beside MAP): the operators become mlje_cxx_*,
+# the fast path's miss (je_malloc_default) becomes memlimits' ml__cxx_fallback, which never
+# returns NULL (it runs the standard's new-handler loop or throws), and the C++ runtime names
+# used only behind a NULL from there become ml__cxx_unreachable, so libmemlimits.so never links
+# libstdc++. jemalloc's unsized operator delete is free: free's address gets those names.
+cxxmap=$(dirname "$map")/jemalloc-cxx-rename.txt
+(cd "$work" && ar x "$src" jemalloc_cpp.pic.o)
+objcopy --redefine-syms="$cxxmap" "$work/jemalloc_cpp.pic.o"
+objcopy --redefine-syms="$map" "$work/jemalloc_cpp.pic.o"
+bad=$(nm "$work/jemalloc_cpp.pic.o" | awk '
+    $1 == "U" && $2 !~ /^(mlje_|je_|ml__cxx_)/ && $2 !~ /^(free|ffs|pthread_mutex_(un)?lock|_GLOBAL_OFFSET_TABLE_)$/ {print $2}
+    NF == 3 && $2 ~ /^[A-Z]$/ && $3 !~ /^mlje_/ {print $3}' | sort -u)
+if [ -n "$bad" ]; then
+    echo "embed-jemalloc: jemalloc_cpp.pic.o names outside jemalloc-cxx-rename.txt: $bad" >&2
+    exit 1
+fi
+(cd "$work" && ar r renamed.a jemalloc_cpp.pic.o && ar x renamed.a jemalloc.pic.o)
+for name in _ZdlPv _ZdaPv _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_t \
+    _ZdaPvSt11align_val_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t; do
+    objcopy --add-symbol "$name=.text:0x$line,global,function" "$work/jemalloc.pic.o"
+done
+(cd "$work" && ar r renamed.a jemalloc.pic.o)
 mv "$work/renamed.a" "$out"

@@ -86,11 +86,11 @@ ML_API uint64_t ml_heap_live(void);
 ML_API uint64_t ml_heap_peak(void);
 
 /* Bytes the calling thread has requested so far, exact: the sum of the sizes passed to malloc,
- * calloc (count times size), realloc (the new size), the aligned allocators and the C++
- * operators through them (a zero-byte request counts 0). Not counted: allocations refused by a
- * limit, and allocations of 1 MiB or more that fail for lack of memory (a smaller one that
- * fails that way may be counted). Thread-safe (it reads only the caller's state) and
- * async-signal-safe. */
+ * calloc (count times size), realloc (the new size), the aligned allocators and C++'s operator
+ * new and new[] (the size they are asked for; a zero-byte request counts 0). Not counted:
+ * allocations refused by a limit, and allocations of 1 MiB or more that fail for lack of memory (a
+ * smaller one that fails that way may be counted). Thread-safe (it reads only the caller's state)
+ * and async-signal-safe. */
 ML_API uint64_t ml_thread_allocated(void);
 
 /* ------------------------------------------------------------------------------------------

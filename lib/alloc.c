@@ -117,3 +117,14 @@ int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
     done(NULL);
     return err;
 }
+
+/* The same two steps for the slow halves of the other entry points (alloc_ext.c). */
+int ml__alloc_refuse(ml_verdict verdict, const void *ret)
+{
+    return refuse(verdict, ret);
+}
+
+void *ml__alloc_settle(void *p, uint64_t n)
+{
+    return settle(p, n);
+}

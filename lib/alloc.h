@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "common.h"
+#include "task.h"
 
 /* `ret` is the entry point's return address: an allocation refused to a task with ML_UNWIND
  * unwinds only when that caller is the task's own code, not the C library's. */
@@ -15,5 +16,11 @@ ML_NOINLINE void *ml__calloc_slow(size_t count, size_t size, size_t total, const
 /* `event`: the charge reached an event (0: p lies in the tracked range and may be tracked). */
 ML_NOINLINE void *ml__realloc_slow(void *p, size_t size, int event, const void *ret);
 ML_NOINLINE int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret);
+
+/* The two steps around jemalloc of every slow half, for the others (alloc_ext.c): a refused
+ * allocation's errno, after unwinding the task if the verdict and the caller allow it; and the
+ * accounting after an admitted allocation's jemalloc call (p NULL: give the n bytes back). */
+int ml__alloc_refuse(ml_verdict verdict, const void *ret);
+void *ml__alloc_settle(void *p, uint64_t n);
 
 #endif

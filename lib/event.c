@@ -37,7 +37,7 @@
  * (n + 1 per request of n bytes). The thread's count, the sampler and the budget lease count
  * bytes; the heap's flush interval counts units, the countdown's own measure, so that requests
  * of 0 bytes, which jemalloc gives 8 usable bytes, move it too (heap.h). */
-static void consume(ml_thread *t, uint64_t bytes, uint64_t units)
+static inline void consume(ml_thread *t, uint64_t bytes, uint64_t units)
 {
     t->allocated += bytes;
     t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
@@ -129,18 +129,32 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
     return ML_ALLOW;
 }
 
-ml_verdict ml__event(uint64_t n, size_t align, void *old)
+/* The common event: the countdown ran out on the sampler's component alone (or early, a few
+ * units short of it, each allocation having taken one unit more than its size). No flush is due
+ * (the units fit in the interval), the lease covers the bytes, no task runs, no global-memory
+ * task watches the heap, no profile runs and the alignment is malloc's, so the allocation needs
+ * no decision: it lies within the flush interval as a fast-path allocation would, and the heap
+ * cap's bound covers it the same way (heap.h: an interval armed far below the cap is the far
+ * tier). Only the counts, the samples and the countdown move. */
+static inline int only_sampler(const ml_thread *t, uint64_t spent, uint64_t units, uint64_t n,
+                               size_t align)
 {
-    ml_thread *t = &ml__self;
-    if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t); /* bytes, n included */
-    uint64_t charged = ml__charged_units(n, align);
-    uint64_t units = t->armed - ML_LOAD(&t->until_event) - charged; /* before this request */
+    /* n past the address space charges units that wrap (SIZE_MAX: 2^64): decide refuses it. */
+    return t->state == ML_THREAD_READY && t->task == NULL && n <= ML_MAX_REQUEST &&
+           units < t->flush_left && spent <= t->lease_left && align <= ML_HEAP_PLAIN_ALIGN &&
+           !ml__heap_watched() && !ML_MEMPROF_STARTED();
+}
+
+/* Every other event: the full decision. `spent` bytes and `units` charged units since arming,
+ * the request at hand (n bytes, `charged` units) included. */
+static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t units,
+                                         uint64_t charged, uint64_t n, size_t align, void *old)
+{
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
     ml__thread_mark_arm(t);
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
-    consume(t, spent - n, units);
+    consume(t, spent - n, units - charged);
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == ML_ALLOW)
@@ -151,6 +165,30 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     arm(t);
     ml__busy_leave(t);
     return verdict;
+}
+
+ml_verdict ml__event(uint64_t n, size_t align, void *old)
+{
+    ml_thread *t = &ml__self;
+    if (!ml__busy_enter(t)) return ML_ALLOW;
+    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
+    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
+    uint64_t charged = ml__charged_units(n, align);
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
+        return event_full(t, spent, units, charged, n, align, old);
+    /* consume(spent - n), then consume(n): the bytes before this allocation hold no sampled byte
+     * (they were all below the countdown), so the samples of all of them are this block's. */
+    t->allocated += spent;
+    t->flush_left -= units;
+    if (t->lease_left != ML_NONE) t->lease_left -= spent;
+    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent);
+    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
+    next = ML_MIN(next, t->lease_left);
+    t->armed = next;
+    ml__thread_mark_arm(t);
+    ML_STORE(&t->until_event, next);
+    ml__busy_leave(t);
+    return ML_ALLOW;
 }
 
 void ml__event_refund(uint64_t n)

@@ -18,7 +18,7 @@ static int64_t live_heap;     /* sum of every thread's reported balance and rese
 static uint64_t peak_heap;    /* highest live_heap seen at a flush */
 static uint64_t peak_checked; /* live_heap at the last reconcile made for the peak */
 static uint64_t heap_cap = UINT64_MAX;
-static int watchers; /* global-memory tasks running */
+int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
 
 #define REPORTED_LOCKED INT64_MIN
 
@@ -221,12 +221,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
 
 void ml__heap_watch(int delta)
 {
-    __atomic_add_fetch(&watchers, delta, __ATOMIC_RELAXED);
-}
-
-int ml__heap_watched(void)
-{
-    return ML_LOAD(&watchers) > 0;
+    __atomic_add_fetch(&ml__heap_watchers, delta, __ATOMIC_RELAXED);
 }
 
 void ml__heap_set_cap(uint64_t cap)

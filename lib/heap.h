@@ -56,7 +56,11 @@
  * above zero), every thread flushes at each event and at least every ML_FLUSH_WATCHED units. The
  * count lives here, where the intervals are chosen; task.c moves it by +1/-1. */
 void ml__heap_watch(int delta);
-int ml__heap_watched(void);
+extern int ml__heap_watchers;
+static inline int ml__heap_watched(void) /* read at every event: inline */
+{
+    return ML_LOAD(&ml__heap_watchers) > 0;
+}
 /* The peak is re-checked against a reconcile whenever it grows by this much. */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
 /* A block of this many bytes or more that took the slow path is flushed as soon as allocated,

@@ -24,6 +24,43 @@ size_t mlje_malloc_usable_size(const void *p);
 size_t mlje_nallocx(size_t size, int flags);
 int mlje_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 #define MLJE_MALLOCX_ALIGN(a) ((int)(__builtin_ffsll((long long)(a)) - 1))
+/* jemalloc's non-standard API (jemalloc(3)), the same renamed. */
+void *mlje_mallocx(size_t size, int flags);
+void *mlje_rallocx(void *p, size_t size, int flags);
+size_t mlje_xallocx(void *p, size_t size, size_t extra, int flags);
+size_t mlje_sallocx(const void *p, int flags);
+void mlje_dallocx(void *p, int flags);
+void mlje_sdallocx(void *p, size_t size, int flags);
+int mlje_mallctlnametomib(const char *name, size_t *mibp, size_t *miblenp);
+int mlje_mallctlbymib(const size_t *mib, size_t miblen, void *oldp, size_t *oldlenp, void *newp,
+                      size_t newlen);
+void mlje_malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque,
+                             const char *opts);
+#define MLJE_MALLOCX_LG_ALIGN_MASK 0x3f /* the flags' alignment field: log2, 0 for none */
+/* Two of jemalloc's internal functions, renamed: malloc's general path (what its inline fast
+ * path falls back to) and the sized free of C++'s sized operator delete (p not NULL). */
+void *mlje_malloc_default(size_t size);
+void mlje_sdallocx_noflags(void *p, size_t size);
+/* jemalloc's own operator new and new[] (its C++ object, kept by cmake/embed-jemalloc.sh): the
+ * inline fast path of malloc, falling back to ml__cxx_fallback (preload/new.c) on a miss. */
+void *mlje_cxx_new(size_t size);
+void *mlje_cxx_new_array(size_t size);
+
+/* The process's C++ runtime (libstdc++), looked up with dlsym when first needed: memlimits never
+ * links it, so a C program does not load it. None of these may be called from the slow path
+ * (busy) or with any memlimits lock held. */
+typedef void (*ml_new_handler)(void);
+/* std::get_new_handler(); NULL when none is installed or there is no C++ runtime. */
+ml_new_handler ml__host_new_handler(void);
+/* Throws std::bad_alloc through the C++ runtime; without one (a C++ operator called from a process
+ * without libstdc++), writes a line on stderr and aborts. */
+__attribute__((noreturn)) void ml__host_throw_bad_alloc(void);
+/* Runs libstdc++'s own nothrow operator new (aligned to `align` if it is not 0), which calls the
+ * throwing operator new (memlimits' own, through the process's binding) inside a try block and
+ * returns NULL for anything it throws: how memlimits gets the standard's nothrow semantics,
+ * including a new-handler that throws, without catching in C. Returns 0 if libstdc++ is not in
+ * the process (*out untouched), 1 otherwise. */
+int ml__host_nothrow_new(size_t size, size_t align, void **out);
 
 /* Makes jemalloc initialise itself and checks that it keeps per-thread byte counters (built
  * with --enable-stats) and that it handed over its fork handlers (below). Returns 0, -1 when

@@ -46,7 +46,10 @@ int ml__host_owns_malloc(const uint64_t *counter)
  * program churning large blocks faults every page in again (large-block churn: 3.7x slower than
  * glibc). Keeping large blocks in the ordinary arenas and leaving lazily-freed (MADV_FREE) pages
  * to the kernel makes that churn 6x faster than glibc; the cost is RSS that counts pages the
- * kernel may reclaim at any time. */
+ * kernel may reclaim at any time. Re-studied for issue 12 (bench/WHY.md, item 5): settings that
+ * return pages sooner lose that speed and still do not bring the RSS within 10% of glibc's, and
+ * those that spare thread churn jemalloc's purge at thread exit (one arena, per-CPU arenas, a
+ * background thread) multiply the RSS of the same workloads; so these stay. */
 extern const char *mlje_malloc_conf;
 const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
 
@@ -252,4 +255,57 @@ void ml__host_cleanup_push(ml_host_cleanup *record, void (*fn)(void *arg), void 
 void ml__host_cleanup_pop(ml_host_cleanup *record)
 {
     _pthread_cleanup_pop((struct _pthread_cleanup_buffer *)record, 0);
+}
+
+/* The process's C++ runtime (see host.h). Looked up once each, on the first failure that needs
+ * it; versioned lookups for libstdc++'s own definitions, so that memlimits' operators (exported
+ * unversioned) and another allocator's (Debian's libjemalloc, also unversioned) are never found
+ * instead. */
+static void *cxx_symbol(void **cache, const char *name, const char *version)
+{
+    void *f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (f == NULL) {
+        f = version != NULL ? dlvsym(RTLD_DEFAULT, name, version) : dlsym(RTLD_DEFAULT, name);
+        if (f != NULL) __atomic_store_n(cache, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
+
+ml_new_handler ml__host_new_handler(void)
+{
+    static void *get;
+    ml_new_handler (*f)(void) = (ml_new_handler(*)(void))cxx_symbol(
+        &get, "_ZSt15get_new_handlerv", NULL); /* std::get_new_handler() */
+    return f != NULL ? f() : NULL;
+}
+
+void ml__host_throw_bad_alloc(void)
+{
+    static void *thrower, *thrower_libcxx;
+    void (*f)(void) = (void (*)(void))cxx_symbol(&thrower, "_ZSt17__throw_bad_allocv", NULL);
+    if (f == NULL) /* libc++: std::__1::__throw_bad_alloc() */
+        f = (void (*)(void))cxx_symbol(&thrower_libcxx, "_ZNSt3__117__throw_bad_allocEv", NULL);
+    if (f != NULL) f();
+    static const char msg[] =
+        "memlimits: operator new failed and no C++ runtime is loaded to throw std::bad_alloc\n";
+    ml__write_all(2, msg, sizeof msg - 1);
+    abort();
+}
+
+int ml__host_nothrow_new(size_t size, size_t align, void **out)
+{
+    static void *plain, *aligned;
+    static const char tag; /* a std::nothrow_t: an empty tag, passed by reference, never read */
+    if (align == 0) {
+        void *(*f)(size_t, const void *) = (void *(*)(size_t, const void *))cxx_symbol(
+            &plain, "_ZnwmRKSt9nothrow_t", "GLIBCXX_3.4");
+        if (f == NULL) return 0;
+        *out = f(size, &tag);
+        return 1;
+    }
+    void *(*f)(size_t, size_t, const void *) = (void *(*)(size_t, size_t, const void *))cxx_symbol(
+        &aligned, "_ZnwmSt11align_val_tRKSt9nothrow_t", "CXXABI_1.3.11");
+    if (f == NULL) return 0;
+    *out = f(size, align, &tag);
+    return 1;
 }

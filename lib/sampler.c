@@ -28,7 +28,8 @@ static inline uint64_t rotl(uint64_t x, int k)
     return (x << k) | (x >> (64 - k));
 }
 
-uint64_t ml__rng_next(ml_rng *r)
+/* xoshiro256** (Blackman and Vigna), inline here: the draws of one event are a handful. */
+static inline uint64_t next(ml_rng *r)
 {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
@@ -42,10 +43,20 @@ uint64_t ml__rng_next(ml_rng *r)
     return result;
 }
 
+/* 53 random bits; adding one maps [0, 2^53) onto (0, 1]. */
+static inline double unit(ml_rng *r)
+{
+    return (double)(int64_t)((next(r) >> 11) + 1) * 0x1.0p-53; /* signed: one cvtsi2sd */
+}
+
+uint64_t ml__rng_next(ml_rng *r)
+{
+    return next(r);
+}
+
 double ml__rng_unit(ml_rng *r)
 {
-    /* 53 random bits; adding one maps [0, 2^53) onto (0, 1]. */
-    return (double)(int64_t)((ml__rng_next(r) >> 11) + 1) * 0x1.0p-53; /* signed: one cvtsi2sd */
+    return unit(r);
 }
 
 static uint64_t mean_gap = 80000;
@@ -76,11 +87,36 @@ static double fast_log(double u)
     return lo + (hi - lo) * within + exponent * 0.6931471805599453;
 }
 
+/* Per mean (set with the mean): p, the bytes from which a block's count is drawn at once, and
+ * the tail of Stirling's series of log k! for k < 10, where the series is not yet accurate. */
+static double sample_p = 1.0 / 80000, sample_ratio = 1.0 / 79999, stirling_small[10];
+static uint64_t loop_bytes = ML_SAMPLER_LOOP_MAX * (uint64_t)80000;
+
+/* fc(k) = log k! - ((k + 1/2) log(k + 1) - (k + 1) + log sqrt(2 pi)): the tail of Stirling's
+ * series, 1/12z - 1/360z^3 + 1/1260z^5 with z = k + 1 (error below 1e-11 from k = 10). */
+static double stirling_tail(double k)
+{
+    if (k < 10) return stirling_small[(int)k];
+    double z = k + 1, zz = z * z;
+    return (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / zz) / zz) / z;
+}
+
+static void set_binomial(uint64_t mean)
+{
+    sample_p = mean <= 1 ? 1.0 : 1.0 / (double)mean;
+    sample_ratio = mean <= 1 ? 0.0 : 1.0 / (double)(mean - 1); /* p / (1 - p) */
+    loop_bytes = mean <= 1 ? UINT64_MAX : ML_SAMPLER_LOOP_MAX * mean;
+    for (int k = 0; k < 10; k++)
+        stirling_small[k] =
+            lgamma(k + 1.0) - ((k + 0.5) * log(k + 1.0) - (k + 1.0) + 0.9189385332046728);
+}
+
 void ml__sampler_set_mean(uint64_t mean)
 {
     if (log_table[256] == 0) fill_log_table();
     mean_gap = mean;
     inv_log_q = mean <= 1 ? 0.0 : 1.0 / log1p(-1.0 / (double)mean);
+    set_binomial(mean);
 }
 
 uint64_t ml__sampler_mean(void)
@@ -106,29 +142,94 @@ uint64_t ml__sampler_gap(ml_rng *r)
     if (mean_gap <= 1) return 1;
     /* ln U <= 0 and inv_log_q < 0, so the product is >= 0 and truncation is floor. ln U >= -37
      * for 53-bit U, so it stays below 37 * mean: no overflow for mean <= 2^40. */
-    return (uint64_t)(int64_t)(fast_log(ml__rng_unit(r)) * inv_log_q) + 1;
+    return (uint64_t)(int64_t)(fast_log(unit(r)) * inv_log_q) + 1;
 }
 
-/* Binomial(n, p) by its normal approximation, for n p >= ML_SAMPLER_EXACT_MAX. */
-static uint64_t binomial_normal(ml_rng *r, uint64_t n, double p)
+/* floor(x) for 0 <= x < 2^63, without libm (no SSE4.1 rounding in the x86-64 baseline). */
+static inline double floor_nonneg(double x)
 {
-    double mean = (double)n * p, sd = sqrt(mean * (1 - p));
-    double z = sqrt(-2 * log(ml__rng_unit(r))) * cos(6.283185307179586 * ml__rng_unit(r));
-    double k = floor(mean + sd * z + 0.5);
-    return k < 0 ? 0 : k > (double)n ? n : (uint64_t)k;
+    return (double)(int64_t)x;
 }
 
-uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
+/* Binomial(n, p) for 0 < p <= 1/2 and n p >= ML_SAMPLER_LOOP_MAX (ml__sampler_binomial's
+ * contract, with p passed in: a profile's streams have their own mean). */
+static uint64_t binomial_p(ml_rng *r, uint64_t n, double p, double ratio)
 {
-    if (n < *left) {
-        *left -= n;
-        return 0;
+    /* Hormann's BTRD, p <= 1/2. A proposal k from a transformed uniform u, under a hat of
+     * area alpha; most draws fall in the region of the hat known to lie under the distribution
+     * and are taken at once (step 1). The others are tested against f(k)/f(m), f the binomial
+     * probabilities and m the mode: by the recurrence of f when k is near m, otherwise after a
+     * squeeze from the normal approximation, by logarithms of ratios (Stirling's series for the
+     * factorials), so that nothing cancels at large n. */
+    const double dn = (double)(int64_t)n;
+    const double npq = dn * p * (1 - p), spq = sqrt(npq);
+    const double b = 1.15 + 2.53 * spq, inv_b = 1 / b, a = -0.0873 + 0.0248 * b + 0.01 * p;
+    const double c = dn * p + 0.5, alpha = (2.83 + 5.1 * inv_b) * spq;
+    const double v_r = 0.92 - 4.2 * inv_b, urvr = 0.86 * v_r, inv_v_r = 1 / v_r;
+    const double m = floor_nonneg((dn + 1) * p), nr = (dn + 1) * ratio;
+    for (;;) {
+        double v = unit(r), u;
+        if (v <= urvr) { /* step 1: inside the hat's region under f */
+            u = v * inv_v_r - 0.43;
+            double x = (2 * a / (0.5 - fabs(u)) + b) * u + c;
+            if (x >= 0 && x < dn + 1) return (uint64_t)x;
+            continue;
+        }
+        if (v >= v_r) { /* step 2 */
+            u = unit(r) - 0.5;
+        } else {
+            u = v * inv_v_r - 0.93;
+            u = (u < 0 ? -0.5 : 0.5) - u;
+            v = unit(r) * v_r;
+        }
+        double us = 0.5 - fabs(u); /* step 3.0 */
+        if (!(us > 0)) continue;
+        double x = (2 * a / us + b) * u + c;
+        if (!(x >= 0 && x < dn + 1)) continue;
+        double k = floor_nonneg(x);
+        v = v * alpha / (a / (us * us) + b);
+        double km = fabs(k - m);
+        if (km <= 15) { /* step 3.1: f(k)/f(m) by the recurrence f(i)/f(i-1) = nr/i - ratio */
+            double f = 1;
+            if (m < k) {
+                for (double i = m + 1; i <= k; i++)
+                    f *= nr / i - ratio;
+            } else {
+                for (double i = k + 1; i <= m; i++)
+                    v *= nr / i - ratio;
+            }
+            if (v <= f) return (uint64_t)k;
+            continue;
+        }
+        v = log(v); /* step 3.2: squeeze */
+        double rho = (km / npq) * (((km / 3 + 0.625) * km + 1.0 / 6) / npq + 0.5);
+        double t = -km * km / (2 * npq);
+        if (v < t - rho) return (uint64_t)k;
+        if (v > t + rho) continue;
+        double nm = dn - m + 1, nk = dn - k + 1; /* step 3.3 */
+        double h =
+            (m + 0.5) * log((m + 1) / (ratio * nm)) + stirling_tail(m) + stirling_tail(dn - m);
+        if (v <= h + (dn + 1) * log(nm / nk) + (k + 0.5) * log(nk * ratio / (k + 1)) -
+                     stirling_tail(k) - stirling_tail(dn - k))
+            return (uint64_t)k;
     }
+}
+
+uint64_t ml__sampler_binomial(ml_rng *r, uint64_t n)
+{
+    return binomial_p(r, n, sample_p, sample_ratio);
+}
+
+uint64_t ml__sampler_take_hit(ml_rng *r, uint64_t *left, uint64_t n)
+{
+    /* n >= *left: the byte at *left is sampled; the rest after it are independent. */
     uint64_t count = 1, rest = n - *left, gap;
-    if (mean_gap > 1 && rest / mean_gap >= ML_SAMPLER_EXACT_MAX) {
-        /* Memoryless gaps: the bytes after the first sample are independent, and the gap to the
-         * next sample after the block is a fresh draw. */
-        count += binomial_normal(r, rest, 1.0 / (double)mean_gap);
+    if (mean_gap <= 1) { /* every byte */
+        *left = 1;
+        return count + rest;
+    }
+    if (rest >= loop_bytes) {
+        count += ml__sampler_binomial(r, rest);
         *left = ml__sampler_gap(r);
         return count;
     }
@@ -171,8 +272,9 @@ uint64_t ml__sampler_take_with(ml_rng *r, uint64_t *left, uint64_t n, uint64_t m
         return 0;
     }
     uint64_t count = 1, rest = n - *left, gap;
-    if (mean > 1 && rest / mean >= ML_SAMPLER_EXACT_MAX) {
-        count += binomial_normal(r, rest, 1.0 / (double)mean);
+    if (mean > 1 && rest / mean >= ML_SAMPLER_LOOP_MAX) {
+        double p = 1.0 / (double)mean;
+        count += binomial_p(r, rest, p, p / (1 - p));
         *left = gap_with(r, mean, inv);
         return count;
     }

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "common.h"
+
 typedef struct ml_rng {
     uint64_t s[4]; /* xoshiro256** state */
 } ml_rng;
@@ -29,12 +31,28 @@ uint64_t ml__sampler_mean(void);
 /* A gap: Geometric(1/mean) on {1, 2, ...}, the distance to the next sampled byte. */
 uint64_t ml__sampler_gap(ml_rng *r);
 /* Consumes n allocated bytes against *left (bytes up to and including the next sampled byte,
- * >= 1) and returns the number of sampled bytes among them; *left is refreshed. The count is
- * drawn gap by gap, exactly, up to ML_SAMPLER_EXACT_MAX expected samples in a block; beyond
- * that (a block of more than 5 GiB at the default mean) the count after the first sample is
- * drawn from the normal approximation of the binomial, so the cost stays bounded. */
-#define ML_SAMPLER_EXACT_MAX 65536
-uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n);
+ * >= 1) and returns the number of sampled bytes among them; *left is refreshed. The cost does
+ * not grow with n: no sampled byte among them is a subtraction, inline; past the first sampled
+ * byte the bytes left are sampled independently (memoryless gaps), so their count is drawn
+ * exactly as Binomial(rest, 1/mean): gap by gap when fewer than ML_SAMPLER_LOOP_MAX samples are
+ * expected, by Hormann's BTRD rejection sampler (ml__sampler_binomial) otherwise, and the gap
+ * to the next sampled byte after the block is a fresh draw. A block of n bytes thus carries
+ * Binomial(n, 1/mean) samples, whatever n. */
+#define ML_SAMPLER_LOOP_MAX 10
+uint64_t ml__sampler_take_hit(ml_rng *r, uint64_t *left, uint64_t n);
+static inline uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
+{
+    if (ML_LIKELY(n < *left)) {
+        *left -= n;
+        return 0;
+    }
+    return ml__sampler_take_hit(r, left, n);
+}
+/* Binomial(n, 1/mean), exactly, in expected constant time (mean >= 2, n / mean >=
+ * ML_SAMPLER_LOOP_MAX): algorithm BTRD, the transformed rejection with decomposition of W.
+ * Hormann, "The generation of binomial random variates", J. Statist. Comput. Simul. 46 (1993).
+ * Most draws take one uniform and no logarithm. */
+uint64_t ml__sampler_binomial(ml_rng *r, uint64_t n);
 
 /* The same for a stream with its own mean (a profile's): `inv` is ml__sampler_param(mean). */
 double ml__sampler_param(uint64_t mean);

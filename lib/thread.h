@@ -28,14 +28,14 @@ typedef struct ml_thread {
     uint64_t until_event;
     /* Allocations made by this thread, counted on the fast path (the report's allocation index). */
     uint64_t allocations;
+    /* Units charged beyond n + 1 by aligned allocations (engine.h's ml__charge_aligned, and
+     * memalign's assembly): not bytes, so ml__since_arm takes them out. */
+    uint64_t units_extra;
 
     /* Slow path only. until_event was last set to `armed` when `allocations` was
-     * `allocations_at_arm`; see ml__since_arm. */
+     * `allocations_at_arm` and `units_extra` was `units_extra_at_arm`; see ml__since_arm. */
     uint64_t armed;
-    uint64_t allocations_at_arm;
-    /* Units charged beyond n + 1 by aligned allocations (engine.h's ml__charge_aligned), in
-     * total and when the countdown was armed: not bytes, so ml__since_arm takes them out. */
-    uint64_t units_extra, units_extra_at_arm;
+    uint64_t allocations_at_arm, units_extra_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
     uint64_t flush_left;  /* charged units (n + 1 per request) until the next heap check */

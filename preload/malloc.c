@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "alloc_ext.h"
 #include "engine.h"
 #include "host.h"
 
@@ -34,33 +35,41 @@ static inline __attribute__((always_inline)) void *do_malloc(size_t size, const 
     return mlje_malloc(size);
 }
 
-/* Aligned allocation with a valid power-of-two alignment >= sizeof(void *); returns an errno. */
-static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
-                                                            const void *ret)
+/* NULL with errno set, out of line, so that the entries that fail this way early need no stack
+ * frame and end in a tail call. */
+static ML_NOINLINE ML_COLD void *fail(int err)
+{
+    errno = err;
+    return NULL;
+}
+
+/* An aligned allocation with a power of two above malloc's alignment: the charge (its alignment
+ * included: engine.h's ml__charge_aligned) and a tail call to jemalloc's aligned_alloc, which
+ * takes any power of two and sets errno itself (ENOMEM on failure, as the slow half does). */
+static inline __attribute__((always_inline)) void *do_aligned(size_t align, size_t size,
+                                                              const void *ret)
 {
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
-        return ml__memalign_slow(out, align, size, ret);
-    return mlje_posix_memalign(out, align, size);
+        return ml__aligned_alloc_slow(align, size, ret);
+    return mlje_aligned_alloc(align, size);
+}
+
+/* glibc's memalign for an alignment that is no power of two: above SIZE_MAX/2 + 1 it is invalid,
+ * otherwise rounded up to one. Out of line: the entries test for a power of two only. */
+static ML_NOINLINE void *memalign_odd(size_t align, size_t size, const void *ret)
+{
+    if (align > SIZE_MAX / 2 + 1) return fail(EINVAL);
+    return do_aligned((size_t)1 << (64 - __builtin_clzll(align)), size, ret);
 }
 
 /* glibc's memalign: small alignments are malloc's; others are rounded up to a power of two;
- * alignments above SIZE_MAX/2 + 1 are invalid. */
+ * alignments above SIZE_MAX/2 + 1 are invalid. One test on the way to the tail call. */
 static inline __attribute__((always_inline)) void *do_memalign(size_t align, size_t size,
                                                                const void *ret)
 {
-    void *p = NULL;
     if (align <= ML_MALLOC_ALIGNMENT) return do_malloc(size, ret);
-    if (align > SIZE_MAX / 2 + 1) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if ((align & (align - 1)) != 0) align = (size_t)1 << (64 - __builtin_clzll(align));
-    int err = do_aligned(&p, align, size, ret);
-    if (err != 0) {
-        errno = err;
-        return NULL;
-    }
-    return p;
+    if (ML_UNLIKELY((align & (align - 1)) != 0)) return memalign_odd(align, size, ret);
+    return do_aligned(align, size, ret);
 }
 
 #if defined(__x86_64__)
@@ -70,6 +79,7 @@ static inline __attribute__((always_inline)) void *do_memalign(size_t align, siz
  * count the allocation, subtract size + 1 with borrow, and leave on a borrow or a zero. */
 _Static_assert(offsetof(ml_thread, until_event) == 0, "malloc's assembly reads until_event at 0");
 _Static_assert(offsetof(ml_thread, allocations) == 8, "malloc's assembly counts at offset 8");
+_Static_assert(offsetof(ml_thread, units_extra) == 16, "memalign's assembly adds units at 16");
 
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size);
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size)
@@ -113,52 +123,109 @@ __typeof__(malloc) ml__malloc_entry
 ENTRY void *calloc(size_t count, size_t size)
 {
     size_t total;
-    if (ML_UNLIKELY(__builtin_mul_overflow(count, size, &total))) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (ML_UNLIKELY(__builtin_mul_overflow(count, size, &total))) return fail(ENOMEM);
     if (ML_UNLIKELY(ml__charge(total))) return ml__calloc_slow(count, size, total, CALLER);
     return mlje_calloc(count, size);
 }
 
+/* glibc: frees the block and returns NULL. */
+static ML_NOINLINE void *realloc_to_zero(void *p)
+{
+    mlje_free(p);
+    return NULL;
+}
+
+/* A tail call to jemalloc's realloc. Its failures on the fast path (less than the countdown,
+ * at most 1 MiB) are the system's: the mmap that failed left errno = ENOMEM; larger requests
+ * always take the slow half, which sets errno itself. */
 ENTRY void *realloc(void *p, size_t size)
 {
     if (p == NULL) return do_malloc(size, CALLER);
-    if (size == 0) { /* glibc: frees the block and returns NULL */
-        mlje_free(p);
-        return NULL;
-    }
+    if (ML_UNLIKELY(size == 0)) return realloc_to_zero(p);
     if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size, 1, CALLER);
     /* A block in the profiler's range may be tracked: realloc moves it itself. */
     if (ML_UNLIKELY(ml__in_tracked_range(p))) return ml__realloc_slow(p, size, 0, CALLER);
-    void *q = mlje_realloc(p, size);
-    if (ML_UNLIKELY(q == NULL)) errno = ENOMEM; /* stock jemalloc leaves errno alone here */
-    return q;
+    return mlje_realloc(p, size);
 }
 
 ENTRY void *reallocarray(void *p, size_t count, size_t size)
 {
     size_t total;
-    if (__builtin_mul_overflow(count, size, &total)) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
     return realloc(p, total);
 }
 
+/* The alignment is checked once, here, so that an invalid one is not counted; then the charge
+ * and a tail call to jemalloc's posix_memalign, which leaves the out-pointer untouched on every
+ * error and returns the error (and, like glibc's, leaves errno alone; the slow half sets it to
+ * ENOMEM when it refuses). */
 ENTRY int posix_memalign(void **out, size_t align, size_t size)
 {
-    /* The out-pointer is left untouched on every error. */
-    if (align < sizeof(void *) || (align & (align - 1)) != 0) return EINVAL;
-    void *p;
-    int err = do_aligned(&p, align, size, CALLER);
-    if (ML_LIKELY(err == 0))
-        *out = p;
-    else
-        errno = err; /* as glibc's, whichever path refused it */
-    return err;
+    if (ML_UNLIKELY(align < sizeof(void *) || (align & (align - 1)) != 0)) return EINVAL;
+    if (ML_UNLIKELY(ml__charge_aligned(size, align)))
+        return ml__memalign_slow(out, align, size, CALLER);
+    return mlje_posix_memalign(out, align, size);
 }
 
+#if defined(__x86_64__)
+/* memalign and aligned_alloc (glibc 2.36: aligned_alloc is memalign), in assembly like malloc,
+ * for the same reasons: do_memalign's tests and charge (size + align units, the alignment
+ * recorded in units_extra, as ml__charge_aligned does), every way out a jump. An alignment of
+ * at most 16 is malloc itself; one that is no power of two goes to memalign_odd. */
+__attribute__((used, noinline)) void *ml__aligned_jumped(size_t align, size_t size);
+__attribute__((used, noinline)) void *ml__aligned_jumped(size_t align, size_t size)
+{
+    return ml__aligned_alloc_slow(align, size, __builtin_return_address(0));
+}
+
+/* An aligned request whose size + alignment overflows: charged in C (saturating), then served
+ * as do_aligned would. */
+__attribute__((used, noinline)) void *ml__aligned_wide_jumped(size_t align, size_t size);
+__attribute__((used, noinline)) void *ml__aligned_wide_jumped(size_t align, size_t size)
+{
+    return do_aligned(align, size, __builtin_return_address(0));
+}
+
+__attribute__((used, noinline)) void *ml__memalign_odd_jumped(size_t align, size_t size);
+__attribute__((used, noinline)) void *ml__memalign_odd_jumped(size_t align, size_t size)
+{
+    return memalign_odd(align, size, __builtin_return_address(0));
+}
+
+_Static_assert(ML_MALLOC_ALIGNMENT == 16, "memalign's assembly compares with 16");
+__asm__(".text\n"
+        ".globl memalign\n"
+        ".type memalign, @function\n"
+        ".p2align 4\n"
+        "memalign:\n"
+        ".cfi_startproc\n"
+        "    cmpq $16, %rdi\n"
+        "    jbe 2f\n"
+        "    leaq -1(%rdi), %rax\n"
+        "    testq %rdi, %rax\n"
+        "    jne 3f\n"
+        "    movq %rsi, %rcx\n"
+        "    addq %rdi, %rcx\n"
+        "    jc 4f\n"
+        "    movq ml__self@gottpoff(%rip), %rax\n"
+        "    addq $1, %fs:8(%rax)\n"
+        "    addq %rdi, %fs:16(%rax)\n"
+        "    stc\n"
+        "    sbbq %rcx, %fs:(%rax)\n"
+        "    jbe 1f\n"
+        "    jmp mlje_aligned_alloc\n"
+        "1:  jmp ml__aligned_jumped\n"
+        "2:  movq %rsi, %rdi\n"
+        "    jmp ml__malloc_entry\n"
+        "3:  jmp ml__memalign_odd_jumped\n"
+        "4:  jmp ml__aligned_wide_jumped\n"
+        ".cfi_endproc\n"
+        ".size memalign, .-memalign\n"
+        ".globl aligned_alloc\n"
+        ".set aligned_alloc, memalign\n"
+        ".globl __libc_memalign\n"
+        ".set __libc_memalign, memalign\n");
+#else
 ENTRY void *aligned_alloc(size_t align, size_t size)
 {
     return do_memalign(align, size, CALLER); /* glibc 2.36: aligned_alloc is memalign */
@@ -168,6 +235,8 @@ ENTRY void *memalign(size_t align, size_t size)
 {
     return do_memalign(align, size, CALLER);
 }
+ENTRY __typeof__(memalign) __libc_memalign __attribute__((alias("memalign"), copy(memalign)));
+#endif
 
 ENTRY void *valloc(size_t size)
 {
@@ -178,10 +247,7 @@ ENTRY void *pvalloc(size_t size)
 {
     size_t page = ml__page_size();
     size_t rounded;
-    if (__builtin_add_overflow(size, page - 1, &rounded)) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (__builtin_add_overflow(size, page - 1, &rounded)) return fail(ENOMEM);
     rounded &= ~(page - 1);
     return do_memalign(page, rounded ? rounded : page, CALLER);
 }
@@ -216,7 +282,6 @@ ENTRY int malloc_trim(size_t pad)
     ENTRY __typeof__(target) name __attribute__((alias(#target), copy(target)))
 ALIAS(__libc_calloc, calloc);
 ALIAS(__libc_realloc, realloc);
-ALIAS(__libc_memalign, memalign);
 ALIAS(__libc_valloc, valloc);
 ALIAS(__libc_pvalloc, pvalloc);
 ALIAS(__posix_memalign, posix_memalign);

@@ -1,0 +1,130 @@
+/* Slow halves of the entry points beyond glibc's API (see alloc_ext.h). */
+#include "alloc_ext.h"
+
+#include <errno.h>
+#include <string.h>
+#include <stdint.h>
+
+#include "alloc.h"
+#include "engine.h"
+#include "host.h"
+
+/* The allocation of operator new itself: jemalloc's malloc, or its aligned_alloc. */
+static void *get(size_t size, size_t align, unsigned how)
+{
+    return (how & ML_NEW_ALIGNED) ? mlje_aligned_alloc(align, size) : mlje_malloc(size);
+}
+
+/* One try after the charge hit an event: NULL when refused or out of memory. */
+static void *get_slow(size_t size, size_t align, unsigned how, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, (how & ML_NEW_ALIGNED) ? align : 0, NULL);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(get(size, align, how), size);
+}
+
+/* One more try, charged and counted like the first. */
+static void *try_again(size_t size, size_t align, unsigned how, const void *ret)
+{
+    if (ML_UNLIKELY(ml__charge_aligned(size, (how & ML_NEW_ALIGNED) ? align : 0)))
+        return get_slow(size, align, how, ret);
+    return get(size, align, how);
+}
+
+static int bad_alignment(size_t align, unsigned how)
+{
+    return (how & ML_NEW_ALIGNED) && (align == 0 || (align & (align - 1)) != 0);
+}
+
+void *ml__new_slow(size_t size, size_t align, unsigned how, const void *ret)
+{
+    if (bad_alignment(align, how)) return ml__new_failed(size, align, how, ret);
+    void *p = get_slow(size, align, how, ret);
+    return p != NULL ? p : ml__new_failed(size, align, how, ret);
+}
+
+void *ml__new_failed(size_t size, size_t align, unsigned how, const void *ret)
+{
+    if (bad_alignment(align, how)) {
+        if (how & ML_NEW_NOTHROW) return NULL;
+        ml__host_throw_bad_alloc();
+    }
+    if (how & ML_NEW_NOTHROW) {
+        /* The standard's nothrow operator new is the throwing one in a try block. No handler:
+         * the throwing one would throw at once. Otherwise libstdc++'s nothrow operator new runs
+         * it (memlimits' own, reached through the process's binding) and catches. */
+        if (ml__host_new_handler() == NULL) return NULL;
+        void *p;
+        if (ml__host_nothrow_new(size, (how & ML_NEW_ALIGNED) ? align : 0, &p)) return p;
+        /* No libstdc++ (another C++ runtime): the same loop, which cannot catch an exception
+         * thrown by the handler. */
+    }
+    for (;;) {
+        ml_new_handler handler = ml__host_new_handler();
+        if (handler == NULL) {
+            if (how & ML_NEW_NOTHROW) return NULL;
+            ml__host_throw_bad_alloc();
+        }
+        handler(); /* may free memory, install another handler, or throw */
+        void *p = try_again(size, align, how, ret);
+        if (p != NULL) return p;
+    }
+}
+
+void *ml__aligned_alloc_slow(size_t align, size_t size, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, align, NULL);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(mlje_aligned_alloc(align, size), size);
+}
+
+void *ml__mallocx_slow(size_t size, int flags, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, ml__flags_alignment(flags), NULL);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    return ml__alloc_settle(mlje_mallocx(size, flags), size);
+}
+
+void *ml__rallocx_slow(void *p, size_t size, int flags, const void *ret)
+{
+    ml_verdict verdict = ml__event(size, ml__flags_alignment(flags), p);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return NULL;
+    }
+    if (ML_UNLIKELY(ml__in_tracked_range(p))) {
+        /* A block the profiler tracks: moved here, never by jemalloc's rallocx (which would take
+         * its promoted size class for a small slab object). Its free goes through jemalloc's
+         * free, which reports it to the profiler. */
+        void *q = mlje_mallocx(size, flags);
+        if (q != NULL) {
+            size_t old = mlje_malloc_usable_size(p);
+            memcpy(q, p, old < size ? old : size);
+            mlje_free(p);
+        }
+        return ml__alloc_settle(q, size);
+    }
+    return ml__alloc_settle(mlje_rallocx(p, size, flags), size);
+}
+
+size_t ml__xallocx_slow(void *p, size_t size, size_t extra, int flags, size_t n, const void *ret)
+{
+    ml_verdict verdict = ml__event(n, ml__flags_alignment(flags), p);
+    if (verdict != ML_ALLOW) {
+        errno = ml__alloc_refuse(verdict, ret);
+        return mlje_sallocx(p, 0);
+    }
+    /* A tracked block is never resized in place (see rallocx): it keeps its size. */
+    size_t got = ml__in_tracked_range(p) ? mlje_sallocx(p, 0) : mlje_xallocx(p, size, extra, flags);
+    ml__alloc_settle(p, n); /* counted like the fast path: a request, whatever it got */
+    return got;
+}
