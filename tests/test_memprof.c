@@ -56,6 +56,11 @@ Test(memprof, free_callback_exactly_once_through_every_free)
     expect_check("free_once");
 }
 
+Test(memprof, free_callback_exactly_once_through_jemallocs_api)
+{
+    expect_check("jemalloc_api");
+}
+
 Test(memprof, free_callback_on_the_freeing_thread)
 {
     expect_check("cross_thread");

@@ -3,6 +3,7 @@
  * failures. Statistical checks use fixed seeds (MEMLIMITS_SEED from the test) and bounds of five
  * standard deviations of the distribution named in each check. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <memlimits.h>
@@ -501,6 +502,56 @@ static void check_other_thread(void)
     EXPECT(n_alloc == allocs && n_free == frees, "callbacks after a discard from another thread");
 }
 
+/* Tracked blocks freed or moved through jemalloc's own API (exported by libmemlimits): the
+ * size-hinted frees must not take a tracked block's promoted class for a slab object, and
+ * rallocx must move it as realloc does. Every block sampled; each free callback exactly once. */
+static void check_jemalloc_api(void)
+{
+    void (*sdallocx_)(void *, size_t, int) =
+        (void (*)(void *, size_t, int))dlsym(RTLD_DEFAULT, "sdallocx");
+    void (*dallocx_)(void *, int) = (void (*)(void *, int))dlsym(RTLD_DEFAULT, "dallocx");
+    void *(*rallocx_)(void *, size_t, int) =
+        (void *(*)(void *, size_t, int))dlsym(RTLD_DEFAULT, "rallocx");
+    size_t (*xallocx_)(void *, size_t, size_t, int) =
+        (size_t(*)(void *, size_t, size_t, int))dlsym(RTLD_DEFAULT, "xallocx");
+    EXPECT(sdallocx_ && dallocx_ && rallocx_ && xallocx_, "jemalloc's API is not exported");
+    if (!(sdallocx_ && dallocx_ && rallocx_ && xallocx_)) return;
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    for (int i = 0; i < 2000; i++) {
+        size_t n = 100 + (size_t)i;
+        char *b = malloc(n);
+        b[0] = 1;
+        switch (i % 4) {
+        case 0:
+            sdallocx_(b, n, 0);
+            break;
+        case 1:
+            dallocx_(b, 0);
+            break;
+        case 2:
+            b = rallocx_(b, 50000, 0);
+            EXPECT(b != NULL && b[0] == 1, "rallocx lost the contents");
+            sdallocx_(b, 50000, 0);
+            break;
+        case 3:
+            EXPECT(xallocx_(b, n + 5000, 0, 0) >= n, "xallocx shrank the block");
+            free(b);
+            break;
+        }
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    long twice = 0, never = 0;
+    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
+        if (state[i] == 1) never++;
+        if (state[i] > 2) twice++;
+    }
+    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
+           twice, bad);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -520,6 +571,7 @@ int main(int argc, char **argv)
         {"limits_client", check_limits_client},
         {"accounting", check_accounting},
         {"other_thread", check_other_thread},
+        {"jemalloc_api", check_jemalloc_api},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
