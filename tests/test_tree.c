@@ -366,13 +366,17 @@ Test(tree, kill_9_of_a_child_holding_leases_makes_its_room_usable_again)
     cr_assert_geq(asprintf(&script,
                            "%s -c 'import time; b = bytearray(40 << 20); open(\"%s/ready\", "
                            "\"w\").close(); time.sleep(60)' & p=$!\n"
-                           "while [ ! -e %s/ready ]; do sleep 0.01; done\n"
+                           "n=0; while [ ! -e %s/ready ] && [ $n -lt 3000 ]; do sleep 0.01; "
+                           "n=$((n+1)); done\n"
                            "kill -9 $p; wait $p; echo killed $?\n"
                            "%s -c 'b = bytearray(40 << 20); print(\"second ok\")'\n",
                            PYTHON, dir, dir, PYTHON),
                   0);
-    /* 2 x 40 MiB blocks (48 MiB each) never fit together under 64M. */
-    const char *args[] = {"--heap", "64M", NULL};
+    /* 2 x 40 MiB blocks (48 MiB each) never fit together under 88M, while one does with room to
+     * spare for what the other processes may hold beyond their live heaps (README "Process
+     * trees": up to 2 MiB per thread + 2 MiB, and 8 MiB, each) and Python's own heap: under 64M
+     * the first Python was refused now and then, and the script waited for it forever. */
+    const char *args[] = {"--heap", "88M", NULL};
     const char *command[] = {"sh", "-c", script, NULL};
     ml_child c = launch(args, command, NULL, &doc);
     cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
