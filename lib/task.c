@@ -205,7 +205,11 @@ int ml__task_wait_begin(ml_thread *t, void *cond)
     for (ml_task *k = t->task; k != NULL && !remote; k = k->parent)
         remote = k->token != NULL || k->global;
     if (!remote) return 0;
+    /* Starting the waker may allocate (the C library's thread setup, dlsym): masked, so that a
+     * pending interrupt does not refuse it. */
+    t->mask_depth++;
     int rc = ml__wake_start(ml__task_wake_scan);
+    t->mask_depth--;
     if (rc != 0) return rc;
     for (ml_task *k = t->task; k != NULL; k = k->parent)
         if (k->token != NULL || k->global) __atomic_store_n(&k->waiting, cond, __ATOMIC_SEQ_CST);

@@ -68,8 +68,36 @@ SCENARIO(status, heap_cap_refusal_is_heap_cap)
 SCENARIO(status, heap_cap_is_reported_only_without_task_limit)
 SCENARIO(status, heap_cap_nested)
 
+/* Token handles and descriptors. */
+SCENARIO(handles, stale_handle_refused_until_the_window)
+SCENARIO(handles, never_a_token_is_refused)
+SCENARIO(handles, set_racing_destroy_reaches_nothing_new)
+SCENARIO(handles, token_fd_readable_once_set_for_good)
+SCENARIO(handles, token_fd_set_from_signal_handler)
+SCENARIO(handles, token_fd_without_descriptors_fails_cleanly)
+
+/* Condition waits. */
+SCENARIO(cond, cond_wait_outside_tasks_is_pthread)
+SCENARIO(cond, cond_wait_returns_when_token_set)
+SCENARIO(cond, cond_wait_interrupt_pending_returns_at_once)
+SCENARIO(cond, cond_wait_in_task_woken_by_signal)
+SCENARIO(cond, cond_wait_enclosing_token)
+SCENARIO(cond, cond_wait_global_limit)
+SCENARIO(cond, cond_wait_unwinds_in_unwind_mode)
+SCENARIO(cond, cond_wait_masked_is_not_interrupted)
+SCENARIO(cond, cond_wait_token_set_from_signal_handler)
+SCENARIO(cond, cond_wait_cancelled_leaves_nothing_behind)
+SCENARIO(cond, cond_wait_without_waker_is_enomem)
+
+/* Storms: thousands of sets racing waits, no lost wake-up. */
+SCENARIO(storm, cond_wait_storm_no_lost_wakeup)
+SCENARIO(storm, token_fd_storm_no_lost_wakeup)
+SCENARIO(storm, token_fd_created_while_set)
+
 /* ---------------------------------------------------------------------------------------------
  * In-process: this binary links the engine's objects, but its malloc is glibc's. */
+#include "engine.h"
+#include "task.h"
 #include "thread.h"
 
 /* A signal handler that interrupted the slow path finds the thread's fields mid-update (here:
@@ -91,4 +119,55 @@ Test(taskapi, counts_read_mid_update_lag_never_wrap)
     *t = saved;
     cr_expect_eq(busy_count, 1000, "mid-update: %llu", (unsigned long long)busy_count);
     cr_expect_eq(done_count, 1000);
+}
+
+/* The race the waker's repeated broadcast closes, staged by hand: the waiter has registered and
+ * looked (no interrupt yet), the token is set and the waker broadcasts while nobody waits yet,
+ * then the waiter enters pthread_cond_wait. That broadcast is lost; only a repeated one wakes the
+ * waiter. (A storm cannot hit this window reliably: it is a few instructions wide.) */
+static pthread_mutex_t staged_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t staged_cond = PTHREAD_COND_INITIALIZER;
+static ml_token *staged_token;
+static int staged_rc = -1, staged_registered = -1, staged_interrupted = -1;
+
+static void *staged_setter(void *arg)
+{
+    (void)arg;
+    ml_token_set(staged_token);
+    return NULL;
+}
+
+static void staged_race(void *arg)
+{
+    (void)arg;
+    ml_thread *t = &ml__self;
+    pthread_mutex_lock(&staged_mutex);
+    staged_registered = ml__task_wait_begin(t, &staged_cond);
+    staged_interrupted = ml_is_interrupted();
+    pthread_t th;
+    pthread_create(&th, NULL, staged_setter, NULL);
+    pthread_join(th, NULL);
+    struct timespec pause = {0, 100 * 1000 * 1000}; /* the waker broadcasts to nobody */
+    nanosleep(&pause, NULL);
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += 10;
+    staged_rc = pthread_cond_timedwait(&staged_cond, &staged_mutex, &at);
+    ml__task_wait_end(t);
+    pthread_mutex_unlock(&staged_mutex);
+}
+
+Test(taskapi, waker_repeats_a_broadcast_sent_before_the_wait)
+{
+    ml__thread_ensure();
+    staged_token = ml_token_create();
+    ml_limits limits = {0, 0, staged_token, 0};
+    ml_task task;
+    ml_status st = ml__task_run(&ml__self, &task, &limits, staged_race, NULL, NULL);
+    cr_expect_eq(staged_registered, 1);
+    cr_expect_eq(staged_interrupted, 0);
+    cr_expect_eq(staged_rc, 0, "the waiter was not woken (rc %d): the broadcast was lost",
+                 staged_rc);
+    cr_expect_eq(st, ML_TOKEN);
+    ml_token_destroy(staged_token);
 }
