@@ -88,6 +88,8 @@ SCENARIO(cond, cond_wait_masked_is_not_interrupted)
 SCENARIO(cond, cond_wait_token_set_from_signal_handler)
 SCENARIO(cond, cond_wait_cancelled_leaves_nothing_behind)
 SCENARIO(cond, cond_wait_without_waker_is_enomem)
+SCENARIO(cond, cond_wait_in_signal_handler_never_unwinds)
+SCENARIO(cond, cond_wait_interrupt_leaves_other_waiters_waiting)
 
 /* Storms: thousands of sets racing waits, no lost wake-up. */
 SCENARIO(storm, cond_wait_storm_no_lost_wakeup)

@@ -488,7 +488,85 @@ static void cond_wait_without_waker_is_enomem(void)
     ml_token_destroy(tok);
 }
 
+/* Called from a signal handler inside an ML_UNWIND task with an interrupt pending: nothing is
+ * unwound out of a handler, so it returns ECANCELED with the mutex held. */
+static pthread_mutex_t handler_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t handler_cond = PTHREAD_COND_INITIALIZER;
+static int handler_rc = -1, handler_held = -1, after_raise;
+
+static void wait_in_handler(int sig)
+{
+    (void)sig;
+    pthread_mutex_lock(&handler_mutex);
+    handler_rc = ml_cond_wait(&handler_cond, &handler_mutex);
+    handler_held = pthread_mutex_trylock(&handler_mutex) == EBUSY;
+    pthread_mutex_unlock(&handler_mutex);
+}
+
+static void task_raise_wait(void *arg)
+{
+    (void)arg;
+    raise(SIGUSR2);
+    after_raise = 1;
+}
+
+static void cond_wait_in_signal_handler_never_unwinds(void)
+{
+    set_handler(SIGUSR2, wait_in_handler, 0);
+    ml_token *tok = ml_token_create();
+    ml_token_set(tok);
+    ml_limits limits = {0, 0, tok, ML_UNWIND};
+    ml_status st = ml_run(&limits, task_raise_wait, NULL, NULL);
+    EXPECT(handler_rc == ECANCELED && handler_held == 1, "in the handler: rc %d held %d",
+           handler_rc, handler_held);
+    EXPECT(after_raise, "unwound out of the signal handler");
+    EXPECT_STATUS(st, ML_TOKEN);
+    ml_token_destroy(tok);
+    signal(SIGUSR2, SIG_DFL);
+}
+
+/* The broadcast that ends an interrupted task's wait reaches the condition's other waiters as a
+ * spurious wake-up: they look at their predicate and wait on, and are released as usual. */
+static int other_done, other_waits, other_rc = -1;
+
+static void *plain_waiter(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mutex);
+    while (!predicate) {
+        other_waits++;
+        other_rc = pthread_cond_wait(&cond, &mutex);
+    }
+    pthread_mutex_unlock(&mutex);
+    __atomic_store_n(&other_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void cond_wait_interrupt_leaves_other_waiters_waiting(void)
+{
+    init_mutex();
+    pthread_t other;
+    other_done = other_waits = 0;
+    pthread_create(&other, NULL, plain_waiter, NULL);
+    ml_token *tok = ml_token_create();
+    waitrec w = {.limits = {0, 0, tok, 0}, .in_task = 1};
+    pthread_t th = start_waiter(&w);
+    ml_token_set(tok);
+    join_waiter(th, &w, "the interrupted waiter");
+    EXPECT(w.rc == ECANCELED, "rc %d", w.rc);
+    sleep_ms(50);
+    EXPECT(!__atomic_load_n(&other_done, __ATOMIC_ACQUIRE), "the other waiter left its wait");
+    release_waiter();
+    EXPECT(wait_flag(&other_done, 10), "the other waiter was not released");
+    pthread_join(other, NULL);
+    EXPECT(other_rc == 0, "the other waiter's wait: %d", other_rc);
+    say("info other_waiter_waits %d\n", other_waits);
+    ml_token_destroy(tok);
+}
+
 static const scenario scenarios[] = {
+    SCENARIO(cond_wait_in_signal_handler_never_unwinds),
+    SCENARIO(cond_wait_interrupt_leaves_other_waiters_waiting),
     SCENARIO(cond_wait_outside_tasks_is_pthread),
     SCENARIO(cond_wait_returns_when_token_set),
     SCENARIO(cond_wait_interrupt_pending_returns_at_once),

@@ -48,8 +48,41 @@ static void task_record_masked(void *arg)
     masked_inside = ml_is_masked();
 }
 
+/* Another thread, masked and in a task with allocations, while this one looks. */
+static int other_ready, other_release;
+
+static void other_task(void *arg)
+{
+    (void)arg;
+    void *p = malloc(5000);
+    __atomic_store_n(&other_ready, 1, __ATOMIC_RELEASE);
+    wait_flag(&other_release, 10);
+    free(p);
+}
+
+static void *other_masked_thread(void *arg)
+{
+    (void)arg;
+    ml_mask();
+    ml_limit_allocations(100000, other_task, NULL, NULL);
+    ml_unmask();
+    return NULL;
+}
+
 static void is_masked_follows_mask_and_unmask(void)
 {
+    /* per thread: another thread's mask, task and counts do not show here */
+    pthread_t th;
+    other_ready = other_release = 0;
+    pthread_create(&th, NULL, other_masked_thread, NULL);
+    EXPECT(wait_flag(&other_ready, 10), "the other thread did not start");
+    EXPECT(!ml_is_masked(), "another thread's mask shows here");
+    EXPECT(ml_task_allocated() == 0 && ml_task_remaining() == ML_UNLIMITED,
+           "another thread's task shows here: %llu, %llu", (unsigned long long)ml_task_allocated(),
+           (unsigned long long)ml_task_remaining());
+    __atomic_store_n(&other_release, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+
     expect_mask_nesting("outside tasks");
     EXPECT_STATUS(ml_limit_allocations(1 * MIB, task_mask_nesting, NULL, NULL), ML_OK);
 
@@ -377,8 +410,29 @@ static void task_see(void *arg)
     free(p);
 }
 
+/* A pending interrupt of another kind leaves the budget arithmetic alone. */
+static ml_token *pending_token;
+
+static void task_token_then_remaining(void *arg)
+{
+    (void)arg;
+    void *p = malloc(100);
+    ml_token_set(pending_token);
+    seen_remaining = ml_task_remaining();
+    seen_allocated = ml_task_allocated();
+    free(p);
+}
+
 static void task_counts_without_allocation_limit(void)
 {
+    pending_token = ml_token_create();
+    ml_limits with_token = {1000, 0, pending_token, 0};
+    EXPECT_STATUS(ml_run(&with_token, task_token_then_remaining, NULL, NULL), ML_TOKEN);
+    EXPECT(seen_remaining == 900 && seen_allocated == 100,
+           "token set: remaining %llu allocated %llu", (unsigned long long)seen_remaining,
+           (unsigned long long)seen_allocated);
+    ml_token_destroy(pending_token);
+
     ml_token *tok = ml_token_create();
     ml_limits limits[] = {{0, 0, NULL, 0}, {ML_UNLIMITED, 0, NULL, 0}, {0, 1, tok, 0}};
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
