@@ -219,8 +219,9 @@ typedef struct ml_limits {
  *    status;
  *  - ML_HEAP_CAP: no task limit fired (its own or an enclosing one), and an allocation of the
  *    task (or of a task nested in it, masked or not) was refused by the process heap cap
- *    (ml_set_heap_cap, MEMLIMITS_HEAP with the enomem action): the task was not interrupted,
- *    it got a NULL because the process, not the task, is out of room;
+ *    (ml_set_heap_cap, MEMLIMITS_HEAP with the enomem action, or a signal action the program
+ *    survives): the task was not interrupted, it got a NULL because the process, not the
+ *    task, is out of room;
  *  - ML_OK: none of the above.
  * So an enclosing task tells its own limit from an inner one's: an inner task's own limit
  * interrupts only the inner task (its ml_run returns the reason; the enclosing task goes on, and

@@ -90,9 +90,10 @@ static int refresh(ml_task *k)
     return reason;
 }
 
+/* The thread's exact count, read so that the wake-up signal's handler cannot tear it. */
 static uint64_t exact_allocated(const ml_thread *t)
 {
-    return t->allocated + ml__since_arm(t);
+    return ml__allocated_now(t);
 }
 
 ml_verdict ml__task_decide(ml_thread *t, uint64_t n)
