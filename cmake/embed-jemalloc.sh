@@ -7,6 +7,9 @@
 # __libc_free and cfree, which glibc's API defines as free. That copy is for
 # libmemlimits.so; with MODE=private (tests, which link the engine into programs whose malloc
 # stays glibc's) free is renamed like every other name.
+# In both copies, jemalloc's call of pthread_atfork is redirected to ml__host_jemalloc_atfork
+# (lib/host_runtime.c), which only stores jemalloc's three fork handlers: memlimits' own handlers
+# call them, in their order and only when the fork takes locks (lib/thread.c says when).
 # Usage: SRC_ARCHIVE MAP OUT [shared|private].
 set -eu
 src=$1 map=$2 out=$3 mode=${4:-shared}
@@ -14,13 +17,31 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp "$src" "$work/je.a"
 ar d "$work/je.a" jemalloc_cpp.pic.o
+{ cat "$map"; echo "pthread_atfork ml__host_jemalloc_atfork"; } > "$work/map"
+# Fail the build if jemalloc no longer registers its fork handlers through pthread_atfork: they
+# would then run behind memlimits' back, or not at all.
+if ! nm "$work/je.a" 2>/dev/null | grep -q ' U pthread_atfork$'; then
+    echo "embed-jemalloc: jemalloc.pic.o does not call pthread_atfork" >&2
+    exit 1
+fi
+# The profiler's tracked blocks (lib/host_tracked.c): jemalloc's entry points release a
+# promoted or large block through two internal functions; their calls from jemalloc.pic.o go to
+# memlimits' wrappers, which see tracked blocks and nothing else, then call the originals.
+redirect_tracked() {
+    (cd "$work" && ar x "$1" jemalloc.pic.o &&
+        objcopy --redefine-sym je_arena_dalloc_promoted=ml__host_dalloc_promoted \
+            --redefine-sym je_large_dalloc=ml__host_large_dalloc jemalloc.pic.o &&
+        ar r "$1" jemalloc.pic.o)
+}
 if [ "$mode" = private ]; then
-    { cat "$map"; echo "free mlje_free"; } > "$work/map"
+    echo "free mlje_free" >> "$work/map"
     objcopy --redefine-syms="$work/map" "$work/je.a" "$work/renamed.a"
+    redirect_tracked renamed.a
     mv "$work/renamed.a" "$out"
     exit 0
 fi
-objcopy --redefine-syms="$map" "$work/je.a" "$work/renamed.a"
+objcopy --redefine-syms="$work/map" "$work/je.a" "$work/renamed.a"
+redirect_tracked renamed.a
 # The other names of free, at the same place in jemalloc.pic.o.
 (cd "$work" && ar x renamed.a jemalloc.pic.o)
 line=$(nm "$work/jemalloc.pic.o" | awk '$2 == "T" && $3 == "free" {print $1}')

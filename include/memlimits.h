@@ -9,6 +9,7 @@
 #define MEMLIMITS_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -78,13 +79,14 @@ ML_API uint64_t ml_heap_cap(void);
 /* Live heap bytes: the usable size of every block allocated and not yet freed, summed over all
  * threads. Exact for the calling thread and for threads that are not allocating at the time of
  * the call (it reconciles every thread's counters); a thread allocating concurrently may be
- * behind by at most 1 MiB of requests, 64 KiB near a heap cap (README "Accounting"). Thread-safe;
+ * behind by one flush interval of its requests: at most 2 MiB of heap, 128 KiB near a heap cap,
+ * for requests of 64 bytes or more 320 KiB and 20 KiB (README "Accounting"). Thread-safe;
  * not async-signal-safe (it takes a lock). 0 when memlimits is not active. */
 ML_API uint64_t ml_heap_live(void);
 
-/* The highest live heap observed so far: checked at each thread's accounting flush (every 1 MiB
- * of requests, 64 KiB near a heap cap, and after every allocation of 64 KiB or more that takes
- * the slow path), so it can miss a peak by the same per-thread bound as ml_heap_live, and can
+/* The highest live heap observed so far: checked at each thread's accounting flush (at least
+ * once per flush interval, and after every allocation of 64 KiB or more that takes the slow
+ * path), so it can miss a peak by the same per-thread bound as ml_heap_live, and can
  * exceed the true peak by at most 1 MiB of frees not yet accounted. Thread-safe and
  * async-signal-safe. */
 ML_API uint64_t ml_heap_peak(void);
@@ -98,6 +100,121 @@ ML_API uint64_t ml_heap_peak(void);
  * that interrupted one of the thread's allocations inside memlimits, it is the count as of the
  * thread's last accounting event (it lags, never runs ahead). */
 ML_API uint64_t ml_thread_allocated(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Statistics, C's image of OCaml's Gc.stat (README "Statistics" maps every Gc field). Counts run
+ * from the start of the process image; a forked child continues its parent's (its other threads
+ * count as exited). "Exact" means exact for every thread that is not allocating or exiting
+ * during the call; a thread allocating meanwhile is seen as of some instant of the call.
+ *
+ * ABI rule. Every field is a uint64_t, and new fields are only ever appended. Before each call
+ * the caller sets `size` to sizeof(ml_stats) as it was compiled (ML_STATS_INIT does). The
+ * library fills the fields that lie entirely within the first `size` bytes, zeroes the bytes
+ * from the end of its own ml_stats up to `size` (fields of a newer header that this library
+ * does not know), and sets `size` to the number of bytes it filled: the fields at offsets below
+ * `size` on return are valid. With `size` below 8 (0: the caller forgot) nothing is written. */
+typedef struct ml_stats {
+    uint64_t size; /* in: the bytes the caller provides; out: the bytes filled */
+
+    /* Allocation, exact. */
+    uint64_t allocated_bytes;  /* requested bytes, all threads, exited ones included, as
+                                  ml_thread_allocated counts them (realloc: the new size) */
+    uint64_t allocations;      /* allocation calls (malloc, calloc, realloc, the aligned
+                                  allocators, operator new, jemalloc's API), including those
+                                  that a limit refused or that failed */
+    uint64_t allocated_usable; /* jemalloc's per-thread counters of bytes allocated, in usable
+                                  sizes (what blocks occupy: >= the request), summed over live
+                                  and exited threads */
+    uint64_t freed_bytes;      /* jemalloc's per-thread counters of bytes freed, in usable sizes,
+                                  summed the same way: a realloc frees its old block's usable
+                                  size. Not seen: frees by a thread after its last TLS destructor
+                                  round, and by a thread that memlimits never registered
+                                  (README "Statistics") */
+
+    /* The heap, in usable sizes (README "Accounting, and its bound"). */
+    uint64_t heap_live;   /* ml_stat: exact (it reconciles every thread, as ml_heap_live).
+                             ml_quick_stat: the running sum, behind each allocating thread by at
+                             most its flush interval of requests (1 MiB; 64 KiB near a heap cap or
+                             while a global-memory task runs) plus the request that ended the last
+                             interval when under 64 KiB, in usable sizes (at most 1.25x the
+                             request from 64 bytes up); and not yet lowered by the frees a thread
+                             made since its last flush (a thread that only frees flushes only when
+                             reconciled: ml_stat, ml_heap_live, a refusal) */
+    uint64_t heap_peak;   /* the highest live heap seen at a flush (ml_heap_peak): can miss a peak
+                             by the flush bound and read at most 1 MiB high; ml_stat makes it at
+                             least heap_live */
+    uint64_t heap_cap;    /* the heap cap in force; ML_UNLIMITED: none */
+    uint64_t heap_mapped; /* ml_stat: bytes jemalloc holds mapped for the heap (live blocks,
+                             free room, its metadata), at least heap_live. ml_quick_stat: 0 */
+    uint64_t heap_mapped_max; /* ml_stat: the highest heap_mapped seen by ml_stat or glibc's
+                                 mallinfo family, at least heap_peak. ml_quick_stat: 0 */
+
+    /* The process allocation budget (MEMLIMITS_ALLOC) and the global memory limit. */
+    uint64_t budget_total; /* ML_UNLIMITED: no budget (budget_used 0, budget_left ML_UNLIMITED) */
+    uint64_t budget_used;  /* budget_total - budget_left */
+    uint64_t budget_left;  /* ml_stat: exact (the threads' unspent leases count as left).
+                              ml_quick_stat: leases count as spent, so it can be low by 1 MiB per
+                              thread */
+    uint64_t global_memory_limit; /* ml_global_memory_limit(); ML_UNLIMITED: none */
+
+    /* The sampler. */
+    uint64_t samples;         /* samples taken, all threads: about allocated_bytes / gap */
+    uint64_t sample_mean_gap; /* MEMLIMITS_SAMPLE: the mean gap in bytes between samples */
+
+    /* Threads. */
+    uint64_t threads_live;       /* threads registered now (those that allocated, or were
+                                    created through pthread_create, and have not exited) */
+    uint64_t threads_registered; /* threads ever registered, exited ones included */
+
+    /* The process-wide limits (README "Limits and actions"). */
+    uint64_t heap_cap_fired;   /* 1 once the heap cap refused an allocation, else 0 */
+    uint64_t heap_cap_refused; /* allocations the heap cap refused */
+    uint64_t budget_fired;     /* 1 once the allocation budget refused an allocation, else 0 */
+    uint64_t budget_refused;   /* allocations the budget refused */
+
+    /* Tasks: ml_run (and its shorthands) counted when it returns the task's outcome; calls that
+     * return an error ran no task and are not counted, nor is a task whose function left its
+     * thread (pthread_exit). A nested task counts on its own. */
+    uint64_t tasks_run;                    /* the sum of the six counts below */
+    uint64_t tasks_ok;                     /* returned ML_OK */
+    uint64_t tasks_interrupted_memory;     /* returned ML_MEMORY_LIMIT */
+    uint64_t tasks_interrupted_allocation; /* returned ML_ALLOCATION_LIMIT */
+    uint64_t tasks_interrupted_token;      /* returned ML_TOKEN */
+    uint64_t tasks_interrupted_outer;      /* returned ML_OUTER_LIMIT */
+    uint64_t tasks_heap_cap;               /* returned ML_HEAP_CAP */
+} ml_stats;
+
+/* An initialiser of an ml_stats ready for ml_stat and ml_quick_stat: `size` set, every other
+ * field 0 (C99's designated initialisers; in C++, value-initialise and set `size`). */
+#ifndef __cplusplus
+#define ML_STATS_INIT                                                                              \
+    {                                                                                              \
+        .size = sizeof(ml_stats)                                                                   \
+    }
+#endif
+
+/* Fills *out (see the ABI rule above) exactly: flushes the caller's accounting, reconciles every
+ * thread's heap counters and reads jemalloc's statistics (which locks each of its arenas in
+ * turn), then sums the threads' counters under the registry lock. Costs a walk over all threads
+ * and arenas: not for a hot loop. Allocates nothing (but the zero-byte probe of the process's
+ * first ml_active call). NULL: no effect. When memlimits is not
+ * active (ml_active), every count is 0 and every limit ML_UNLIMITED. Thread-safe; not
+ * async-signal-safe (it takes locks). */
+ML_API void ml_stat(ml_stats *out);
+
+/* ml_stat without the reconcile and without jemalloc's statistics: heap_live is the running sum
+ * (within the bound stated at the field), budget_left counts the threads' leases as spent,
+ * heap_mapped and heap_mapped_max are 0; every other field is as exact as ml_stat's. Takes only
+ * the registry lock, once, to sum the threads' counters. Allocates nothing. NULL: no effect.
+ * Thread-safe; not async-signal-safe. */
+ML_API void ml_quick_stat(ml_stats *out);
+
+/* Writes ml_stat's figures to file descriptor fd, one "name: value" line per field of ml_stats
+ * but `size`, in the struct's order, named as the fields are; a value is a decimal number, or
+ * "unlimited" for ML_UNLIMITED in a limit. Written with write(2) from a stack buffer (retrying
+ * short writes and EINTR): no stdio, nothing allocated, so it may be called anywhere ml_stat
+ * may. A write error ends the output silently. Thread-safe; not async-signal-safe. */
+ML_API void ml_print_stats(int fd);
 
 /* ------------------------------------------------------------------------------------------
  * Tokens. A token is a flag that, once set, interrupts every task running with it.
@@ -377,6 +494,89 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
     ml_cleanup_pop(&ml_cleanup_frame_, (execute));                                                 \
     }                                                                                              \
     while (0)
+
+/* ------------------------------------------------------------------------------------------
+ * Memprof: the sampler as a profiler (OCaml's Gc.Memprof for C). A profile samples every
+ * allocated byte of every thread (threads created later included) independently with
+ * probability 1/mean_gap, so a block of n bytes carries Binomial(n, 1/mean_gap) samples
+ * (reproducible with MEMLIMITS_SEED); a block with at least one sample is a sampled block, and
+ * the tracker's callbacks see it:
+ *  - alloc: on the allocating thread, after the block exists, before the allocation returns;
+ *    returns the value to track the block with, NULL not to track it, or ML_MEMPROF_REFUSE to
+ *    make the allocation fail (the block is released; NULL and ENOMEM; not counted by
+ *    ml_thread_allocated), C's image of a raising callback;
+ *  - realloc: a tracked block was moved or resized by realloc (the new block is in `a`, kind
+ *    ML_ALLOC_REALLOC, n_samples the samples of the new request, possibly 0); returns the new
+ *    tracking value, or NULL to stop tracking it (no free callback then). A NULL realloc
+ *    pointer: a free of the old block and, if the new request was sampled, an alloc;
+ *  - free: exactly once per tracked block, whatever thread frees it and however (free,
+ *    realloc, free_sized, free_aligned_sized, C++ delete), on the freeing thread, after the
+ *    block is released: at that thread's next allocation (free itself stays jemalloc's code, so
+ *    it returns first), or at once when the block was released by realloc or by memlimits; at
+ *    the latest when the thread calls ml_memprof_start/stop/discard or ml_heap_profile_write,
+ *    or exits.
+ * Callbacks run with no memlimits or jemalloc lock held. While a callback runs on a thread,
+ * that thread samples nothing and runs no other callback: its allocations succeed, are counted
+ * by the limits, and are not sampled; a tracked block it frees gets its free callback after
+ * the running callback returns. Callbacks of one profile may run on several threads at once.
+ * Several profiles may run at once (at most ML_MEMPROF_MAX, the built-in heap profile of
+ * MEMLIMITS_PROFILE included): each has its own mean gap and its own independent samples, and
+ * sees only the blocks it sampled. A profile covers a thread from that thread's first
+ * allocation event after ml_memprof_start (the calling thread: at once; others: within their
+ * next 1 MiB of allocation). A forked child inherits no profile: no callback of the parent's
+ * profiles ever runs in it.
+ * Cost: sampled blocks of up to 14 KiB occupy a 16 KiB extent of a dedicated arena (counted in
+ * the live heap at their own size); sampled blocks between 14 and 32 KiB are allocated 40 KiB.
+ */
+#define ML_MEMPROF_MAX 4
+
+typedef enum ml_alloc_kind {
+    ML_ALLOC_MALLOC,
+    ML_ALLOC_CALLOC,
+    ML_ALLOC_REALLOC,
+    ML_ALLOC_ALIGNED,
+    ML_ALLOC_NEW
+} ml_alloc_kind;
+
+typedef struct ml_allocation {
+    uint64_t n_samples; /* samples that fell in this block, >= 1 (realloc callback: >= 0) */
+    size_t size;        /* requested bytes */
+    void *block;        /* the new block */
+    ml_alloc_kind kind;
+    unsigned callstack_len; /* <= the callstack_size given to start */
+    void *const *callstack; /* return addresses, innermost first; valid during the callback */
+} ml_allocation;
+
+typedef struct ml_tracker {
+    void *(*alloc)(const ml_allocation *a, void *ctx);
+    void *(*realloc)(void *tracked, const ml_allocation *a, void *ctx);
+    void (*free)(void *tracked, void *ctx);
+    void *ctx;
+} ml_tracker;
+#define ML_MEMPROF_REFUSE ((void *)1)
+
+typedef struct ml_profile ml_profile;
+
+/* Starts a profile: mean_gap >= 1 bytes between samples on average, callstacks of up to
+ * callstack_size frames (0: none; at most 256), and the tracker (copied; NULL callbacks are
+ * skipped). Returns NULL with errno EINVAL (bad argument), EAGAIN (ML_MEMPROF_MAX profiles not
+ * yet discarded) or ENOMEM (no address space for the tracked arena). Thread-safe. */
+ML_API ml_profile *ml_memprof_start(uint64_t mean_gap, unsigned callstack_size,
+                                    const ml_tracker *tracker);
+/* Stops sampling for the profile: no alloc callback of it starts after this returns (it waits
+ * for those running on other threads); realloc and free callbacks continue. Thread-safe; may be
+ * called from any thread, a callback included. NULL or stopped: no effect. */
+ML_API void ml_memprof_stop(ml_profile *p);
+/* Ends a stopped profile (stops it if it runs): no callback of it runs after this returns (it
+ * waits for those running on other threads); its tracked blocks are forgotten; p is freed. NULL:
+ * no effect. Thread-safe; not from a callback of the same profile. */
+ML_API void ml_memprof_discard(ml_profile *p);
+
+/* Writes a heap profile of the built-in heap profile (MEMLIMITS_PROFILE) to `path` ("%p": the
+ * pid), in the gperftools heap-profile text format that jeprof, google-pprof and go tool pprof
+ * read: the sampled live blocks by callstack. Returns 0, or -1 with errno (ENOENT: no heap
+ * profile runs; or why the file could not be written). Thread-safe. */
+ML_API int ml_heap_profile_write(const char *path);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 
 #include "engine.h"
 #include "host.h"
+#include "memprof.h"
 #include "task.h"
 
 /* A refused allocation: unwind the task when it asked for it and the caller allows it (the
@@ -34,6 +35,27 @@ static void *settle(void *p, uint64_t n)
     return p;
 }
 
+/* After an admitted allocation that is not sampled: run the free callbacks queued on this thread
+ * (tracked blocks it freed since its last event). */
+static void *done(void *p)
+{
+    if (ML_MEMPROF_STARTED() && ml__memprof_pending()) ml__memprof_drain();
+    return p;
+}
+
+/* A sampled allocation: the block comes from the tracked arena (an ordinary one if none can be
+ * had), then the profiles' alloc callbacks run; a refusal gives the bytes back. */
+static void *sampled(void *p, size_t size, ml_alloc_kind kind, const void *ret)
+{
+    if (settle(p, size) == NULL) return NULL;
+    void *q = ml__memprof_track(p, size, kind, ret);
+    if (q == NULL) {
+        ml__event_refund(size);
+        errno = ENOMEM;
+    }
+    return q;
+}
+
 void *ml__malloc_slow(size_t size, const void *ret)
 {
     ml_verdict verdict = ml__event(size, 0, NULL);
@@ -41,7 +63,11 @@ void *ml__malloc_slow(size_t size, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return settle(mlje_malloc(size), size);
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
+        void *p = ml__memprof_block(size, 0, 0);
+        return sampled(p ? p : mlje_malloc(size), size, ML_ALLOC_MALLOC, ret);
+    }
+    return done(settle(mlje_malloc(size), size));
 }
 
 void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
@@ -51,24 +77,43 @@ void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return settle(mlje_calloc(count, size), total);
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
+        void *p = ml__memprof_block(total, 0, 1);
+        return sampled(p ? p : mlje_calloc(count, size), total, ML_ALLOC_CALLOC, ret);
+    }
+    return done(settle(mlje_calloc(count, size), total));
 }
 
-void *ml__realloc_slow(void *p, size_t size, const void *ret)
+void *ml__realloc_slow(void *p, size_t size, int event, const void *ret)
 {
-    ml_verdict verdict = ml__event(size, 0, p);
+    ml_verdict verdict = event ? ml__event(size, 0, p) : ML_ALLOW;
     if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
-    return settle(mlje_realloc(p, size), size);
+    int fresh = event && ML_MEMPROF_STARTED() && ml__memprof_sampled();
+    if (ML_UNLIKELY(fresh || ml__host_tracked_owns(p))) {
+        void *q = ml__memprof_realloc(p, size, ret, fresh);
+        return event ? settle(q, size) : q;
+    }
+    void *q = mlje_realloc(p, size);
+    return done(event ? settle(q, size) : q);
 }
 
 int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret)
 {
     ml_verdict verdict = ml__event(size, align, NULL);
     if (verdict != ML_ALLOW) return refuse(verdict, ret);
+    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
+        void *p = ml__memprof_block(size, align, 0);
+        if (p == NULL && mlje_posix_memalign(&p, align, size) != 0) p = NULL;
+        p = sampled(p, size, ML_ALLOC_ALIGNED, ret);
+        if (p == NULL) return ENOMEM;
+        *out = p;
+        return 0;
+    }
     int err = mlje_posix_memalign(out, align, size);
     settle(err == 0 ? *out : NULL, size);
+    done(NULL);
     return err;
 }

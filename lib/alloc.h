@@ -12,7 +12,8 @@
  * unwinds only when that caller is the task's own code, not the C library's. */
 ML_NOINLINE void *ml__malloc_slow(size_t size, const void *ret);
 ML_NOINLINE void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret);
-ML_NOINLINE void *ml__realloc_slow(void *p, size_t size, const void *ret);
+/* `event`: the charge reached an event (0: p lies in the tracked range and may be tracked). */
+ML_NOINLINE void *ml__realloc_slow(void *p, size_t size, int event, const void *ret);
 ML_NOINLINE int ml__memalign_slow(void **out, size_t align, size_t size, const void *ret);
 
 #endif

@@ -1,6 +1,8 @@
 /* Leases of the process's allocation budget (see budget.h). */
 #include "budget.h"
 
+#include "ledger.h"
+
 static uint64_t budget_total = ML_NONE;
 static uint64_t pool; /* bytes not leased to any thread */
 
@@ -17,6 +19,12 @@ uint64_t ml__budget_total(void)
 
 int ml__budget_extend(ml_thread *t, uint64_t need)
 {
+    if (ml__ledger_budget_shared()) {
+        /* A process tree's budget: the thread leases from the tree's ledger, by the same rule. */
+        uint64_t lent = ml__ledger_budget_lease(need);
+        t->lease_left += lent;
+        return lent != 0;
+    }
     uint64_t have = ML_LOAD(&pool), take;
     do {
         if (have < need) return 0;
@@ -31,6 +39,43 @@ int ml__budget_extend(ml_thread *t, uint64_t need)
 void ml__budget_release(ml_thread *t)
 {
     if (budget_total == ML_NONE || t->lease_left == ML_NONE) return;
-    __atomic_add_fetch(&pool, t->lease_left, __ATOMIC_RELAXED);
+    /* lease_left is as of the thread's last event: what it allocated since came out of it. */
+    uint64_t spent = ml__since_arm(t);
+    uint64_t unspent = t->lease_left > spent ? t->lease_left - spent : 0;
     t->lease_left = 0;
+    if (ml__ledger_budget_shared())
+        ml__ledger_budget_return(unspent);
+    else
+        __atomic_add_fetch(&pool, unspent, __ATOMIC_RELAXED);
+}
+
+void ml__budget_fork_child(ml_thread *t)
+{
+    if (!ml__ledger_budget_shared() || t->lease_left == ML_NONE) return;
+    /* The lease is the parent's: the child keeps only what its countdown already spent of it
+     * (the bytes since the last arming, which the parent allocated), and its next allocation is
+     * an event that leases from the tree under the child's own slot. */
+    t->lease_left = ml__since_arm(t);
+    ml__thread_force_event(t);
+}
+
+/* A thread's unspent lease: what it leased, less what it allocated since its last event
+ * (ml__since_arm), which the countdown kept within the lease. */
+static void add_unspent(ml_thread *t, void *ctx)
+{
+    uint64_t lease = ML_LOAD(&t->lease_left);
+    if (lease == ML_NONE) return; /* registered before its lease was set: holds none */
+    uint64_t spent = ml__since_arm(t);
+    *(uint64_t *)ctx += lease > spent ? lease - spent : 0;
+}
+
+uint64_t ml__budget_left(int exact)
+{
+    if (budget_total == ML_NONE) return ML_NONE;
+    if (!exact) return ML_LOAD(&pool);
+    ml__registry_lock();
+    uint64_t left = ML_LOAD(&pool);
+    ml__thread_each_locked(add_unspent, &left);
+    ml__registry_unlock();
+    return left;
 }

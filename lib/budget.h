@@ -20,5 +20,14 @@ uint64_t ml__budget_total(void);
 int ml__budget_extend(ml_thread *t, uint64_t need);
 /* Returns t's unspent lease to the pool (thread exit). */
 void ml__budget_release(ml_thread *t);
+/* Bytes of the budget not yet allocated (ML_NONE: no budget). Exact (`exact` nonzero): the pool
+ * plus every registered thread's unspent lease, under the registry lock; exact for threads that
+ * are not allocating or exiting during the call. Otherwise the pool alone, lock-free: leases
+ * count as spent, so it is low by at most ML_LEASE_BYTES per thread. Any thread. */
+uint64_t ml__budget_left(int exact);
+/* In a fork child, for the forking thread t: in a process tree its lease belongs to the parent,
+ * which may still spend it; the child drops it. (Per process, the child keeps a copy of the
+ * parent's budget, as it keeps a copy of its heap.) */
+void ml__budget_fork_child(ml_thread *t);
 
 #endif

@@ -40,6 +40,28 @@ event:
 #endif
 }
 
+/* The units an allocation of n bytes is charged: n + 1, and for aligned allocations (align > 0)
+ * align more (saturating), because jemalloc may give an aligned request a block far larger than
+ * n (16 KiB for a page-aligned malloc(0)): with them, no block's usable size exceeds
+ * ML_HEAP_RATIO units (at most 2 for any alignment, measured over every size class), so the heap
+ * accounting's flush intervals, counted in units, bound aligned allocations too (heap.h). */
+static inline uint64_t ml__charged_units(uint64_t n, uint64_t align)
+{
+    uint64_t units;
+    if (__builtin_add_overflow(n, align, &units)) units = UINT64_MAX;
+    return units + 1;
+}
+
+/* ml__charge for an aligned allocation: charges ml__charged_units(n, align) and records the
+ * units beyond n + 1 in units_extra, so that the byte count stays exact (ml__since_arm). Costs
+ * one more TLS add than ml__charge. */
+static inline __attribute__((always_inline)) int ml__charge_aligned(uint64_t n, uint64_t align)
+{
+    uint64_t units = ml__charged_units(n, align) - 1;
+    ml__self.units_extra += units - n;
+    return ml__charge(units);
+}
+
 /* The slow path of every allocating entry point (event.c, the hub). `n` was charged already;
  * `align` is the requested alignment (0: default) and `old` the block a realloc replaces (NULL
  * otherwise). Returns whether the allocation may go ahead (ML_ALLOW), must fail with ENOMEM
@@ -48,9 +70,11 @@ event:
 ml_verdict ml__event(uint64_t n, size_t align, void *old);
 
 /* The allocation admitted by the last event failed in jemalloc (out of memory): take its n bytes
- * back off the thread's count, its budget lease and its task limits. */
+ * back off the thread's count, its budget lease and its task limits, and its block's reservation
+ * off the live heap. */
 void ml__event_refund(uint64_t n);
-/* The allocation admitted by the last event succeeded (n >= 64 KiB): account it now. */
+/* The allocation admitted by the last event succeeded: settle the heap's reservation of its block,
+ * and account a block of 64 KiB or more at once (so that the peak sees it). */
 void ml__event_after(uint64_t n);
 
 /* Makes sure the calling thread is initialised and registered, outside the allocator (ml_run,

@@ -23,6 +23,9 @@
 #include "budget.h"
 #include "heap.h"
 #include "init.h"
+#include "ledger.h"
+#include "memprof.h"
+#include "profile.h"
 #include "report.h"
 #include "sampler.h"
 #include "task.h"
@@ -30,26 +33,32 @@
 /* The largest request that can succeed: the user address space is 47 bits on x86-64. */
 #define ML_MAX_REQUEST ((uint64_t)1 << 47)
 
-/* Brings every component of the countdown up to date with `bytes` allocated. */
-static void consume(ml_thread *t, uint64_t bytes)
+/* Brings every component of the countdown up to date with `bytes` requested, charged as `units`
+ * (n + 1 per request of n bytes). The thread's count, the sampler and the budget lease count
+ * bytes; the heap's flush interval counts units, the countdown's own measure, so that requests
+ * of 0 bytes, which jemalloc gives 8 usable bytes, move it too (heap.h). */
+static void consume(ml_thread *t, uint64_t bytes, uint64_t units)
 {
     t->allocated += bytes;
     t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
-    t->flush_left = t->flush_left > bytes ? t->flush_left - bytes : 0;
+    t->flush_left = t->flush_left > units ? t->flush_left - units : 0;
     if (t->lease_left != ML_NONE) t->lease_left -= bytes;
 }
 
+/* Arms the countdown with the smallest component. The heap's interval is armed by
+ * ml__heap_admit; at 0 (a new thread, a refusal, an interval used up by one block) the next
+ * allocation is an event, which arms a new one after checking it. */
 static void arm(ml_thread *t)
 {
     uint64_t next = 0;
     if (t->state == ML_THREAD_READY) {
-        if (t->flush_left == 0) t->flush_left = ml__heap_flush_interval();
         next = ML_MIN(t->sample_left, t->flush_left);
         next = ML_MIN(next, t->lease_left);
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
+        if (ML_MEMPROF_STARTED()) next = ML_MIN(next, ml__memprof_left());
     }
     t->armed = next;
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);
 }
 
@@ -81,18 +90,20 @@ static ML_COLD void act(const ml_action *action)
     }
 }
 
-/* A process-wide limit refused an allocation: record it, announce the action, act. With the
- * enomem action only the first refusal writes a report (the others are counted); every other
- * action is taken at each refusal that survives the previous one. */
+/* A process-wide limit refused an allocation: record it, announce the action, act. The enomem
+ * action writes nothing (the exit report has the record and the count); every other action is
+ * taken at each refusal that survives the previous one. */
 static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 {
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
-    int first = ml__report_record(kind, t->index, t->allocations, size);
-    if (action->kind == ML_ACTION_ENOMEM) {
-        if (first) ml__report_write("limit", -1, 0);
-        return;
-    }
+    ml__report_record(kind, t->index, t->allocations, size);
+    ml__profile_note_firing(kind);
+    ml__profile_write_limit();
+    ml__ledger_fired((int)kind, t->index, t->allocations, size, action); /* a process tree's */
+    /* enomem: the program goes on, and its exit report records the refusal (with the firing's
+     * callstack): one block, not a second near-identical one written at the refusal. */
+    if (action->kind == ML_ACTION_ENOMEM) return;
     ml__report_announce(kind, t->index, t->allocations, size, action);
     act(action);
 }
@@ -107,9 +118,10 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
         fire(t, ML_LIMIT_ALLOC, n);
         return ML_REFUSE;
     }
-    int watched = ml__heap_watched();
-    if (t->flush_left <= n || watched) ml__heap_flush(t); /* this allocation ends the interval */
-    if (watched && ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
+    if (ml__heap_watched()) { /* a global-memory task runs: flush at every event */
+        ml__heap_flush(t);
+        if (ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
+    }
     if (!ml__heap_admit(t, n, align, old)) {
         ml__task_heap_refused(t); /* ml_run's ML_HEAP_CAP */
         fire(t, ML_LIMIT_HEAP, n);
@@ -122,15 +134,21 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t); /* includes n */
+    uint64_t spent = ml__since_arm(t); /* bytes, n included */
+    uint64_t charged = ml__charged_units(n, align);
+    uint64_t units = t->armed - ML_LOAD(&t->until_event) - charged; /* before this request */
     t->armed = 0;
     ML_STORE(&t->until_event, 0);
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     if (ML_UNLIKELY(t->state == ML_THREAD_NEW)) thread_start(t);
-    consume(t, spent - n);
+    consume(t, spent - n, units);
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
-    if (verdict == ML_ALLOW) consume(t, n);
+    if (verdict == ML_ALLOW)
+        consume(t, n, charged);
+    else if (t->heap_reserved != 0)
+        ml__heap_flush(t); /* the block the heap admitted will not be allocated */
+    if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
     ml__busy_leave(t);
     return verdict;
@@ -142,6 +160,7 @@ void ml__event_refund(uint64_t n)
     if (!ml__busy_enter(t)) return; /* a nested allocation was never counted */
     t->allocated -= n;
     if (t->lease_left != ML_NONE) t->lease_left += n;
+    ml__heap_flush(t);         /* gives back the block's reservation */
     ml__thread_force_event(t); /* re-arm the task limits against the corrected count */
     ml__busy_leave(t);
 }
@@ -149,7 +168,11 @@ void ml__event_refund(uint64_t n)
 void ml__event_after(uint64_t n)
 {
     ml_thread *t = &ml__self;
-    if (n < ML_FLUSH_NEAR || t->state == ML_THREAD_NEW || !ml__busy_enter(t)) return;
+    /* Settles the block's reservation (heap.h); a large block is flushed in any case, so that
+     * the peak sees it even if it is freed before the thread's next event. */
+    if (t->state == ML_THREAD_NEW || (t->heap_reserved == 0 && n < ML_PEAK_BLOCK) ||
+        !ml__busy_enter(t))
+        return;
     ml__heap_flush(t);
     ml__busy_leave(t);
 }

@@ -1,19 +1,51 @@
-/* Live and peak heap, and the hard cap (see heap.h). The balance of a thread is read from
- * jemalloc's counters, which jemalloc keeps anyway on its fast paths; exchanging `reported` makes
- * concurrent flushes of one thread (its own and a reconcile's) add up to the right total. */
+/* Live and peak heap, and the hard cap (see heap.h for the bound and its proof).
+ *
+ * live_heap is the sum over threads of `reported` (the balance a thread last added) and
+ * `heap_reserved` (the block admitted at its last event, not yet flushed). A thread's flushes,
+ * its own and a reconcile's, are serialised by a one-word lock in `reported` (REPORTED_LOCKED
+ * while one of them reads the counters and adds the change): otherwise a reconcile that read the
+ * counters before the owner's flush could store its older balance after it, and the sum would
+ * lose what the thread allocated in between while the thread believed it had flushed. */
+#define _GNU_SOURCE
 #include "heap.h"
 
-#include "host.h"
+#include <sched.h>
 
-static int64_t live_heap;     /* sum of every thread's reported balance */
+#include "host.h"
+#include "ledger.h"
+
+static int64_t live_heap;     /* sum of every thread's reported balance and reservation */
 static uint64_t peak_heap;    /* highest live_heap seen at a flush */
 static uint64_t peak_checked; /* live_heap at the last reconcile made for the peak */
 static uint64_t heap_cap = UINT64_MAX;
 static int watchers; /* global-memory tasks running */
 
+#define REPORTED_LOCKED INT64_MIN
+
+/* Takes t's flush lock; returns its reported balance. The holder reads two counters and makes
+ * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
+ * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
+ * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
+static int64_t reported_lock(ml_thread *t, int *entered)
+{
+    *entered = t == &ml__self && ml__busy_enter(t);
+    for (unsigned spins = 1;; spins++) {
+        int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
+        if (r != REPORTED_LOCKED) return r;
+        if (spins % 64 == 0) sched_yield();
+    }
+}
+
+static void reported_unlock(ml_thread *t, int64_t balance, int entered)
+{
+    __atomic_store_n(&t->reported, balance, __ATOMIC_RELEASE);
+    if (entered) ml__busy_leave(t);
+}
+
 /* The thread's balance now. jemalloc's counters only grow; if they are seen to go back (jemalloc
  * recreating its state for a thread that allocates again after its teardown), the balance so far
- * is kept in balance_base and counting restarts from the new values. Owner thread only. */
+ * is kept in balance_base and counting restarts from the new values. Owner thread only, under
+ * the flush lock (a reconcile reads balance_base). */
 static int64_t own_balance(ml_thread *t)
 {
     uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
@@ -24,15 +56,14 @@ static int64_t own_balance(ml_thread *t)
     return (int64_t)(t->balance_base + a - d);
 }
 
-static void publish(ml_thread *t, int64_t balance)
+/* Records `live` as the peak if it is one. Frees by threads that have not flushed may make the
+ * sum high: each time the peak grows by ML_PEAK_RECHECK, every thread is caught up first. No
+ * flush lock may be held (the reconcile takes them all). */
+static void note_peak(int64_t live)
 {
-    int64_t old = __atomic_exchange_n(&t->reported, balance, __ATOMIC_RELAXED);
-    int64_t live = __atomic_add_fetch(&live_heap, balance - old, __ATOMIC_RELAXED);
     uint64_t peak = ML_LOAD(&peak_heap);
     if (live <= 0 || (uint64_t)live <= peak) return;
     if ((uint64_t)live > ML_LOAD(&peak_checked) + ML_PEAK_RECHECK) {
-        /* Frees by threads that have not flushed may make the sum high: catch them up before
-         * recording a new peak. */
         ml__heap_reconcile();
         live = ML_LOAD(&live_heap);
         ML_STORE(&peak_checked, live > 0 ? (uint64_t)live : 0);
@@ -43,20 +74,58 @@ static void publish(ml_thread *t, int64_t balance)
     }
 }
 
+/* The owner's flush: adds the balance change since the last flush, less the reservation it
+ * settles, to the sum; and, in the same atomic step, reserves `reserve` bytes for the block at
+ * hand if the sum plus `check` (the block's usable size less the old block's) stays within
+ * `limit`. Returns whether it reserved; *live is the sum it left. */
+static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
+{
+    int entered;
+    int64_t old = reported_lock(t, &entered);
+    int64_t balance = own_balance(t);
+    int64_t delta = balance - old - t->heap_reserved;
+    int64_t sum = ML_LOAD(&live_heap), next;
+    int fits;
+    do {
+        fits = sum + delta + check <= limit;
+        next = sum + delta + (fits ? reserve : 0);
+    } while (next != sum && !__atomic_compare_exchange_n(&live_heap, &sum, next, 1,
+                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    t->heap_reserved = fits ? reserve : 0;
+    reported_unlock(t, balance, entered);
+    *live = next;
+    return fits;
+}
+
+/* After an owner's flush: a process tree's ledger (ledger.h) sees the figures and adjusts the
+ * process's room in the tree. */
+static void tell_ledger(ml_thread *t, int64_t live)
+{
+    ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
+}
+
 void ml__heap_flush(ml_thread *t)
 {
-    publish(t, own_balance(t));
+    int64_t live;
+    flush_reserve(t, 0, 0, INT64_MAX, &live);
+    tell_ledger(t, live);
+    note_peak(live);
 }
 
 static void flush_remote(ml_thread *t, void *ctx)
 {
     (void)ctx;
+    int entered;
+    int64_t old = reported_lock(t, &entered);
     /* Another thread's counters: read without reset detection, which only its owner does;
-     * registered threads have not reached their teardown, where a reset could happen. */
-    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
-    int64_t balance = (int64_t)(ML_LOAD(&t->balance_base) + a - d);
-    int64_t old = __atomic_exchange_n(&t->reported, balance, __ATOMIC_RELAXED);
+     * registered threads have not reached their teardown, where a reset could happen. Allocated
+     * first: both only grow, so the balance read is at most the one at the second read, and
+     * what the owner allocates after the first read is still ahead of it. */
+    uint64_t a = __atomic_load_n(t->je_allocated, __ATOMIC_ACQUIRE);
+    uint64_t d = __atomic_load_n(t->je_deallocated, __ATOMIC_ACQUIRE);
+    int64_t balance = (int64_t)(t->balance_base + a - d);
     __atomic_add_fetch(&live_heap, balance - old, __ATOMIC_RELAXED);
+    reported_unlock(t, balance, entered);
 }
 
 void ml__heap_reconcile(void)
@@ -69,26 +138,84 @@ void ml__heap_reconcile_locked(void)
     ml__thread_each_locked(flush_remote, NULL);
 }
 
-int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old)
+/* Whether the sum is far enough below the cap for the intervals in flight: every registered
+ * thread, and one more arriving, may grow by ML_HEAP_LAG_MAX before its next flush. */
+static int far_below(uint64_t cap, int64_t live)
 {
-    uint64_t cap = ML_LOAD(&heap_cap);
-    if (cap == UINT64_MAX) return 1;
-    /* Far below the cap, no lookup is needed: a block's usable size is at most twice its request
-     * plus a page and the alignment, and this thread's unflushed balance is at most one far
-     * flush interval (requests of 16 bytes or more: 1.25x). */
-    uint64_t worst = 2 * (uint64_t)size + 4096 + align + 2 * ML_FLUSH_FAR;
-    uint64_t sum = ml__heap_live();
-    if (sum < cap && cap - sum > worst) return 1;
-    ml__heap_flush(t);
-    size_t old_usable = old != NULL ? mlje_malloc_usable_size(old) : 0;
-    size_t usable = mlje_nallocx(size ? size : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0);
-    if (usable == 0) return 0; /* larger than jemalloc can serve */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int64_t live = ML_LOAD(&live_heap);
-        int64_t after = live - (int64_t)old_usable + (int64_t)usable;
-        if (after <= 0 || (uint64_t)after <= cap) return 1;
-        if (attempt == 0) ml__heap_reconcile();
+    uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
+    if (live < 0) live = 0;
+    return (uint64_t)live < cap && cap - (uint64_t)live > zone;
+}
+
+static uint64_t next_interval(uint64_t cap, int64_t live, int watched)
+{
+    uint64_t interval = cap == UINT64_MAX || far_below(cap, live) ? ML_FLUSH_FAR : ML_FLUSH_NEAR;
+    return watched ? ML_MIN(interval, ML_FLUSH_WATCHED) : interval;
+}
+
+int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
+{
+    /* In a process tree the cap is the smaller of the process's own and its room in the tree. */
+    uint64_t own_cap = ML_LOAD(&heap_cap), cap = ML_MIN(own_cap, ml__ledger_heap_room());
+    int watched = ml__heap_watched();
+    int64_t live = ML_LOAD(&live_heap);
+    /* The far shortcut, no flush and no lookup: inside an interval armed far below the cap,
+     * while the sum is still more than the near zone below it. It needs no check of its own
+     * (the bound in heap.h):
+     * - the block gets at most ML_HEAP_RATIO usable bytes per charged unit for an alignment up
+     *   to ML_HEAP_PLAIN_ALIGN (8 for malloc(0), 8 bytes for 1 unit; 4 for 1 byte; 1.78 for 17;
+     *   at most 1.25 from 64 bytes on, large classes included), and its n + 1 units fit in what
+     *   is left of the interval (flush_left > n + 1): it is part of the growth, at most
+     *   ML_HEAP_RATIO * ML_FLUSH_FAR = ML_HEAP_LAG_MAX, that the admission which armed the
+     *   interval allowed for;
+     * - the thread's unflushed balance is that same growth, at most ML_HEAP_LAG_MAX;
+     * - every other thread lags the sum by at most its own interval's growth, ML_HEAP_LAG_MAX:
+     *   the near zone, (registered threads + 1) * ML_FLUSH_NEAR_ZONE, holds all of them
+     *   together, so while the sum is farther below the cap than that, the intervals in flight
+     *   cannot reach the cap between them;
+     * - an alignment above ML_HEAP_PLAIN_ALIGN gets a block of up to 16 KiB whatever n (4096
+     *   bytes for memalign(4096, 0)): always checked.
+     * When the sum has come within the zone since the interval was armed (other threads'
+     * flushes), the interval ends here: a thread that keeps allocating sees the cap near at its
+     * next event, and arms a near interval. */
+    if (t->state == ML_THREAD_READY && !watched && n + 1 < t->flush_left &&
+        align <= ML_HEAP_PLAIN_ALIGN && (cap == UINT64_MAX || far_below(cap, live)))
+        return 1;
+    if (cap == UINT64_MAX) { /* an interval ends: accounting only */
+        flush_reserve(t, 0, 0, INT64_MAX, &live);
+        tell_ledger(t, live);
+        note_peak(live);
+        t->flush_left = next_interval(cap, live, watched);
+        return 1;
     }
+    size_t usable = mlje_nallocx(n ? n : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0);
+    size_t old_usable = old != NULL ? mlje_malloc_usable_size(old) : 0;
+    int64_t check = (int64_t)usable - (int64_t)old_usable, reserve = check > 0 ? check : 0;
+    int64_t limit = cap > INT64_MAX ? INT64_MAX : (int64_t)cap;
+    if (usable != 0) { /* 0: larger than jemalloc can serve */
+        for (int attempt = 0; attempt < 3; attempt++) {
+            if (flush_reserve(t, check, reserve, limit, &live)) {
+                tell_ledger(t, live);
+                t->flush_left = next_interval(cap, live, watched);
+                return 1;
+            }
+            /* Frees by threads that have not flushed since (one that only frees never does):
+             * catch every thread up, once, before refusing. Then, in a process tree, ask the
+             * tree for more room, within the process's own cap. */
+            if (attempt == 0) {
+                ml__heap_reconcile();
+            } else if (attempt == 1) {
+                int64_t want = ML_LOAD(&live_heap) + check;
+                if (cap == own_cap || want <= 0 || (uint64_t)want > own_cap ||
+                    !ml__ledger_heap_grow((uint64_t)want))
+                    break;
+                cap = ML_MIN(own_cap, ml__ledger_heap_room());
+                limit = cap > INT64_MAX ? INT64_MAX : (int64_t)cap;
+            }
+        }
+        note_peak(live);
+    }
+    t->flush_left = 0; /* refused: the thread's next allocation is checked again */
     return 0;
 }
 
@@ -100,16 +227,6 @@ void ml__heap_watch(int delta)
 int ml__heap_watched(void)
 {
     return ML_LOAD(&watchers) > 0;
-}
-
-uint64_t ml__heap_flush_interval(void)
-{
-    if (ml__heap_watched()) return ML_FLUSH_NEAR;
-    uint64_t cap = ML_LOAD(&heap_cap);
-    if (cap == UINT64_MAX) return ML_FLUSH_FAR;
-    uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
-    uint64_t live = ml__heap_live();
-    return live >= cap || cap - live <= zone ? ML_FLUSH_NEAR : ML_FLUSH_FAR;
 }
 
 void ml__heap_set_cap(uint64_t cap)

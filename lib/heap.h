@@ -2,11 +2,33 @@
  *
  * The live heap is measured in jemalloc's usable sizes (what a block really occupies), from
  * jemalloc's exact per-thread counters of bytes allocated and freed. Each thread adds its
- * balance (allocated - freed) to one process-wide sum at its events, at least every flush
- * interval (below), so the sum lags each thread by less than that: see the bound in README
- * "Accounting". Frees cost nothing extra; a thread that only frees is caught up
- * by a reconcile (a walk over all threads) before any allocation is refused and when the peak
- * grows. */
+ * balance (allocated - freed) to one process-wide sum at its events, at least once per flush
+ * interval (below). Frees cost nothing extra; a thread that only frees is caught up by a
+ * reconcile (a walk over all threads) before any allocation is refused and when the peak grows.
+ *
+ * The cap's bound (README "Accounting"). A flush interval is counted in the units the countdown
+ * charges, n + 1 per request of n bytes (engine.h), so no mix of request sizes, zero included,
+ * escapes it. A request of n bytes (malloc, calloc, realloc, alignment up to 16) gets a block of
+ * at most ML_HEAP_RATIO * (n + 1) usable bytes: 8 bytes for malloc(0), charged 1 unit, is the
+ * worst case over all of jemalloc's size classes (ratios: 8 for 0 bytes, 4 for 1, 1.78 for 17
+ * (32-byte class), 1.41 for 33, and at most 1.25 from 64 bytes on, small and large classes alike,
+ * a large class being a multiple of the page). Every event that ends an interval flushes the
+ * thread, then admits the allocation at hand only if the sum, with every block admitted but not
+ * yet flushed (reserved, below), stays within the cap, in one compare-and-swap; then the thread
+ * allocates at most the interval it armed (F units) before its next check. So, with R_i the
+ * ratio of thread i's requests and F_i the interval it armed at its last admission:
+ *
+ *     live heap <= cap + sum over threads of R_i * F_i
+ *
+ * (proof: take the last admission before the moment considered, at which the sum was within the
+ * cap; every thread has grown by at most R_i * F_i since its own last flush, and what it had
+ * before is in the sum or reserved). F_i is ML_FLUSH_NEAR when the thread armed it within
+ * ML_FLUSH_NEAR_ZONE per thread of the cap, ML_FLUSH_FAR otherwise: at most 128 KiB per thread
+ * allocating near the cap (20 KiB for requests of 64 bytes or more), and 2 MiB for a thread that
+ * armed a far interval and has not allocated since. Outside the bound: aligned allocations
+ * (alignment above 16) made on the fast path, whose block can be up to 16 KiB for one unit;
+ * allocations made inside memlimits' own slow path (pass-through); frees in glibc's thread
+ * teardown (thread.c). */
 #ifndef ML_HEAP_H
 #define ML_HEAP_H
 
@@ -15,36 +37,53 @@
 
 #include "thread.h"
 
-/* Requested bytes between two flushes of one thread's balance: ML_FLUSH_NEAR when a heap cap is
- * within ML_FLUSH_NEAR_ZONE per thread of the live heap or a global-memory task runs,
- * ML_FLUSH_FAR otherwise. Far from every limit, a thread can be up to 1 MiB of requests behind;
- * the cap is exceeded by at most ML_FLUSH_NEAR per thread (a thread that armed a far interval
- * did so with 2 MiB per thread of headroom, more than all far intervals together). */
-#define ML_FLUSH_NEAR ((uint64_t)64 << 10)
-#define ML_FLUSH_FAR ((uint64_t)1 << 20)
-#define ML_FLUSH_NEAR_ZONE ((uint64_t)2 << 20)
-/* The interval for a thread arming its countdown now. */
-uint64_t ml__heap_flush_interval(void);
+/* The most usable bytes jemalloc gives per charged unit (n + 1 for n bytes): malloc(0) gets an
+ * 8-byte block. With alignments up to ML_HEAP_PLAIN_ALIGN the block is the same. */
+#define ML_HEAP_RATIO 8
+#define ML_HEAP_PLAIN_ALIGN 16
+/* Flush intervals, in charged units. Near: when a heap cap is within ML_FLUSH_NEAR_ZONE per
+ * registered thread (plus one) of the live heap. Watched: while a global-memory task runs.
+ * Far: otherwise. */
+#define ML_FLUSH_NEAR ((uint64_t)16 << 10)
+#define ML_FLUSH_WATCHED ((uint64_t)64 << 10)
+#define ML_FLUSH_FAR ((uint64_t)256 << 10)
+/* The most a thread's balance can grow between two of its flushes: 2 MiB. The near zone is that
+ * much per thread, so that the far intervals in flight cannot by themselves take the heap past
+ * the cap. */
+#define ML_HEAP_LAG_MAX (ML_HEAP_RATIO * ML_FLUSH_FAR)
+#define ML_FLUSH_NEAR_ZONE ML_HEAP_LAG_MAX
 /* Global-memory tasks (task.c) need the live heap close to exact: while one runs (the count is
- * above zero), every thread flushes at each event and at least every ML_FLUSH_NEAR bytes. The
+ * above zero), every thread flushes at each event and at least every ML_FLUSH_WATCHED units. The
  * count lives here, where the intervals are chosen; task.c moves it by +1/-1. */
 void ml__heap_watch(int delta);
 int ml__heap_watched(void);
 /* The peak is re-checked against a reconcile whenever it grows by this much. */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
+/* A block of this many bytes or more that took the slow path is flushed as soon as allocated,
+ * so that the peak sees it even if it is freed before the thread's next event. */
+#define ML_PEAK_BLOCK ((uint64_t)64 << 10)
 
-/* Adds the calling thread's balance change since its last flush to the process's live heap. */
+/* Adds the calling thread's balance change since its last flush to the process's live heap, and
+ * settles its reservation (the block admitted at its last event, allocated or not since). Owner
+ * thread, outside an allocation (after jemalloc returned). */
 void ml__heap_flush(ml_thread *t);
 /* Flushes every registered thread (reads their counters), making the live heap exact up to
  * allocations in flight. Takes the registry lock. */
 void ml__heap_reconcile(void);
 /* The same, for a caller that holds the registry lock (the waker). */
 void ml__heap_reconcile_locked(void);
-/* Whether an allocation of `size` bytes (aligned to `align`, 0: default), replacing the block
- * `old` (realloc; NULL otherwise), keeps the live heap within the cap. Far below the cap it
- * answers at once; near it, it flushes the caller, looks up sizes, and reconciles every thread
- * before answering no. Preconditions: busy; size <= 2^47. */
-int ml__heap_admit(ml_thread *t, size_t size, size_t align, const void *old);
+/* The heap's part of an event: whether an allocation of n bytes (aligned to `align`, 0:
+ * default), replacing the block `old` (realloc; NULL otherwise), may go ahead. Called at every
+ * event, after t->flush_left was charged with the units of the earlier allocations. In the
+ * middle of a far interval, far below the cap, it answers yes at once. Otherwise (the allocation
+ * ends the interval, the cap is near, an alignment above 16, a global-memory task runs, the
+ * thread is exiting) it flushes the thread, looks the sizes up, and reserves the block's usable
+ * size (less the old block's) in the live heap if that keeps it within the cap, reconciling every
+ * thread once before answering no; then it arms the next interval in t->flush_left (0 after a
+ * refusal: the next allocation is checked). The reservation is settled by the next
+ * ml__heap_flush, which the caller must make once jemalloc has returned (or at once if the
+ * allocation does not go ahead). Preconditions: busy; n <= 2^47. */
+int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "host.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -120,4 +121,35 @@ size_t ml__page_size(void)
     static size_t page;
     if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
     return page;
+}
+
+int ml__host_is_go_program(const char *path)
+{
+    static const char *const names[] = {".go.buildinfo", ".note.go.buildid"};
+    int saved = errno, found = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    Elf64_Ehdr eh;
+    Elf64_Shdr names_section;
+    if (fd < 0) return 0;
+    if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh &&
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+        eh.e_shentsize == sizeof(Elf64_Shdr) && eh.e_shstrndx < eh.e_shnum &&
+        pread(fd, &names_section, sizeof names_section,
+              (off_t)(eh.e_shoff + (uint64_t)eh.e_shstrndx * sizeof(Elf64_Shdr))) ==
+            (ssize_t)sizeof names_section) {
+        for (unsigned i = 0; i < eh.e_shnum && !found; i++) {
+            Elf64_Shdr sh;
+            char name[24] = "";
+            if (pread(fd, &sh, sizeof sh, (off_t)(eh.e_shoff + (uint64_t)i * sizeof sh)) !=
+                    (ssize_t)sizeof sh ||
+                pread(fd, name, sizeof name - 1, (off_t)(names_section.sh_offset + sh.sh_name)) <=
+                    0)
+                continue;
+            for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+                found |= strcmp(name, names[k]) == 0;
+        }
+    }
+    close(fd);
+    errno = saved;
+    return found;
 }

@@ -26,7 +26,8 @@ int mlje_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size
 #define MLJE_MALLOCX_ALIGN(a) ((int)(__builtin_ffsll((long long)(a)) - 1))
 
 /* Makes jemalloc initialise itself and checks that it keeps per-thread byte counters (built
- * with --enable-stats). Returns 0, or -1 when the counters are missing. Init only. */
+ * with --enable-stats) and that it handed over its fork handlers (below). Returns 0, -1 when
+ * the counters are missing, -2 when the fork handlers are. Init only. */
 int ml__host_jemalloc_init(void);
 /* Sets up jemalloc's state for the calling thread and returns pointers to its exact per-thread
  * counters of bytes allocated and freed (usable sizes). Under an exhausted RLIMIT_AS the thread
@@ -47,6 +48,24 @@ int ml__host_jemalloc_stats(ml_host_heap_stats *out);
 
 /* stdio's list lock, which glibc's fork takes after the atfork prepare handlers: memlimits' fork
  * handlers take it first, so that no thread inside stdio calling malloc can deadlock a fork. */
+
+/* fork. The process has one set of fork handlers for memlimits and its jemalloc: jemalloc's call
+ * of pthread_atfork at its initialisation is redirected to a function of host_runtime.c that
+ * stores its three handlers (cmake/embed-jemalloc.sh), and memlimits' handlers (thread.c) call
+ * them through these, at the point and under the condition they choose. Each does nothing if
+ * jemalloc has not initialised yet. */
+void ml__host_jemalloc_prefork(void);
+void ml__host_jemalloc_postfork_parent(void);
+void ml__host_jemalloc_postfork_child(void);
+/* Whether the process has only ever had one thread: glibc's __libc_single_threaded, the
+ * criterion by which glibc's own fork (2.36) skips its malloc and stdio locks, so that fork
+ * stays usable from signal handlers. Once false it stays false, in forked children too.
+ * Async-signal-safe. */
+int ml__host_single_threaded(void);
+
+/* stdio's list lock, which glibc's fork takes after the atfork prepare handlers (when the process
+ * is multithreaded): memlimits' fork handlers take it first, so that no thread inside stdio
+ * calling malloc can deadlock a fork. */
 void ml__host_stdio_lock(void);
 void ml__host_stdio_unlock(void);
 void ml__host_stdio_reset(void); /* in the fork child */
@@ -115,5 +134,46 @@ char *const *ml__environment(void);
 const char *ml__getenv(const char *name);
 /* The system page size, cached. */
 size_t ml__page_size(void);
+/* Whether the ELF file at `path` is a Go program (it has a .go.buildinfo or .note.go.buildid
+ * section): Go's heap does not come from malloc, so limits on malloc do not bound it, and Go
+ * programs end without running exit handlers. Reads the file's section headers; no allocation.
+ * 0 for anything it cannot read. */
+int ml__host_is_go_program(const char *path);
+
+/* Tracked blocks (host_tracked.c): sampled blocks live in a dedicated jemalloc arena in a
+ * reserved address range, arranged so that jemalloc's free reaches memlimits for them and for
+ * no other block. ml__host_tracked_setup reserves the range and creates the arena (once; -1 if
+ * either fails) and registers the upcall that every free of a tracked block makes, with the
+ * block's key, on the freeing thread, with no jemalloc lock held, before the block is released.
+ * ml__host_tracked_alloc returns a tracked block (NULL: no memory, or no arena). A tracked
+ * block's key is its page; ml__host_tracked_owns says, without a table, whether a block is
+ * tracked (realloc uses it). */
+int ml__host_tracked_setup(void (*free_hook)(uintptr_t key));
+void *ml__host_tracked_alloc(size_t n, size_t align, int zero);
+int ml__host_tracked_owns(const void *p);
+uintptr_t ml__host_tracked_key(const void *p);
+/* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
+void ml__host_tracked_thread_exit(void);
+extern uintptr_t ml__tracked_lo, ml__tracked_span;
+/* One compare: whether p lies in the reserved range (never, before the first profile). */
+static inline int ml__in_tracked_range(const void *p)
+{
+    return (uintptr_t)p - __atomic_load_n(&ml__tracked_lo, __ATOMIC_RELAXED) <
+           __atomic_load_n(&ml__tracked_span, __ATOMIC_RELAXED);
+}
+
+/* Callstacks: return addresses of the calling thread's frames, innermost first, with libunwind
+ * (per-thread cache; no lock, no malloc). ml__host_backtrace_setup sets the cache policy once
+ * and warms the unwinder up; call it outside the allocator before the first capture on a
+ * thread (ml__host_backtrace_warm warms the calling thread). */
+void ml__host_backtrace_setup(void);
+void ml__host_backtrace_warm(void);
+unsigned ml__host_backtrace(void **frames, unsigned max);
+/* Whether addr lies in memlimits' own object (frames to skip in a callstack). */
+int ml__host_in_own_text(const void *addr);
+/* dladdr: the object file, the nearest symbol (NULL if none) and the offset from it (or from
+ * the object's base). -1 when addr is in no object. Takes the loader's lock; never allocates. */
+int ml__host_symbolize(const void *addr, const char **object, const char **symbol,
+                       uintptr_t *offset);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/single_threaded.h>
 
 #include "common.h"
 
@@ -49,6 +50,48 @@ int ml__host_owns_malloc(const uint64_t *counter)
 extern const char *mlje_malloc_conf;
 const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
 
+/* jemalloc's fork handlers. jemalloc registers them with pthread_atfork while it initialises;
+ * embed-jemalloc.sh renames that call to this function, which keeps them for memlimits' own
+ * handlers to call (host.h, "fork"). Called once, under jemalloc's initialisation lock; read by
+ * fork handlers, hence the atomics. */
+typedef void (*fork_fn)(void);
+static fork_fn je_prefork, je_postfork_parent, je_postfork_child;
+
+int ml__host_jemalloc_atfork(fork_fn prepare, fork_fn parent, fork_fn child);
+int ml__host_jemalloc_atfork(fork_fn prepare, fork_fn parent, fork_fn child)
+{
+    __atomic_store_n(&je_postfork_child, child, __ATOMIC_RELEASE);
+    __atomic_store_n(&je_postfork_parent, parent, __ATOMIC_RELEASE);
+    __atomic_store_n(&je_prefork, prepare, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void call_fork_fn(fork_fn *slot)
+{
+    fork_fn f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (f != NULL) f();
+}
+
+void ml__host_jemalloc_prefork(void)
+{
+    call_fork_fn(&je_prefork);
+}
+
+void ml__host_jemalloc_postfork_parent(void)
+{
+    call_fork_fn(&je_postfork_parent);
+}
+
+void ml__host_jemalloc_postfork_child(void)
+{
+    call_fork_fn(&je_postfork_child);
+}
+
+int ml__host_single_threaded(void)
+{
+    return __libc_single_threaded != 0;
+}
+
 int ml__host_jemalloc_init(void)
 {
     mlje_free(mlje_malloc(1));
@@ -56,6 +99,7 @@ int ml__host_jemalloc_init(void)
     size_t len = sizeof probe;
     if (mlje_mallctl("thread.allocatedp", (void *)&probe, &len, NULL, 0) != 0 || probe == NULL)
         return -1;
+    if (__atomic_load_n(&je_prefork, __ATOMIC_ACQUIRE) == NULL) return -2;
     return 0;
 }
 
@@ -106,6 +150,9 @@ int ml__host_jemalloc_stats(ml_host_heap_stats *out)
 }
 
 /* glibc exports these (GLIBC_2.2.5); they are the lock fork itself takes after the handlers. */
+
+/* glibc exports these (GLIBC_2.2.5); they are the lock fork itself takes after the handlers
+ * when the process is multithreaded. */
 extern void _IO_list_lock(void);
 extern void _IO_list_unlock(void);
 extern void _IO_list_resetlock(void);

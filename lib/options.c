@@ -302,6 +302,33 @@ static int field_report(const char *text, void *field, const char **expected)
     return 0;
 }
 
+/* "none", or "FD:PID:ID": a descriptor, a pid and 16 hexadecimal digits (not all zero). */
+static int field_ledger(const char *text, void *field, const char **expected)
+{
+    ml_ledger_spec spec = {-1, 0, 0};
+    uint64_t fd, pid;
+    const char *s = text;
+    *expected = "none, or FD:PID:ID as memlimit sets it (a descriptor, the launcher's pid and 16 "
+                "hexadecimal digits)";
+    if (strcmp(text, "none") != 0) {
+        if (parse_digits(&s, &fd) != 0 || *s++ != ':' || fd > 65535) return -1;
+        if (parse_digits(&s, &pid) != 0 || *s++ != ':' || pid == 0 || pid > INT32_MAX) return -1;
+        for (int i = 0; i < 16; i++, s++) {
+            int digit = *s >= '0' && *s <= '9'   ? *s - '0'
+                        : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+                        : *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
+                                                 : -1;
+            if (digit < 0) return -1;
+            spec.id = spec.id << 4 | (uint64_t)digit;
+        }
+        if (*s != '\0' || spec.id == 0) return -1;
+        spec.fd = (int)fd;
+        spec.pid = (int)pid;
+    }
+    *(ml_ledger_spec *)field = spec;
+    return 0;
+}
+
 /* ---- Printers: the effective value, as text the row's parser accepts back ------------------ */
 
 static void print_text(char *out, size_t cap, ml_buf *b)
@@ -405,6 +432,46 @@ static void print_report(const void *field, char *out, size_t cap)
     print_text(out, cap, &b);
 }
 
+static int field_profile(const char *text, void *field, const char **expected)
+{
+    size_t len = strlen(text);
+    *expected = "none, or a file to write the heap profile to (%p stands for the pid), below 512 "
+                "bytes";
+    if (len == 0 || len >= sizeof(((ml_config *)0)->profile)) return -1;
+    if (strcmp(text, "none") == 0) len = 0; /* what the verbose listing prints for no profile */
+    memcpy(field, text, len);
+    ((char *)field)[len] = '\0';
+    return 0;
+}
+
+static void print_profile(const void *field, char *out, size_t cap)
+{
+    const char *path = field;
+    char tmp[600];
+    ml_buf b = ML_BUF_INIT(tmp);
+    ml__buf_str(&b, path[0] ? path : "none");
+    print_text(out, cap, &b);
+}
+
+static void print_ledger(const void *field, char *out, size_t cap)
+{
+    const ml_ledger_spec *spec = field;
+    static const char hex[] = "0123456789abcdef";
+    char tmp[64];
+    ml_buf b = ML_BUF_INIT(tmp);
+    if (spec->fd < 0) {
+        ml__buf_str(&b, "none");
+    } else {
+        ml__buf_u64(&b, (uint64_t)spec->fd);
+        ml__buf_str(&b, ":");
+        ml__buf_u64(&b, (uint64_t)spec->pid);
+        ml__buf_str(&b, ":");
+        for (int shift = 60; shift >= 0; shift -= 4)
+            ml__buf_mem(&b, &hex[(spec->id >> shift) & 15], 1);
+    }
+    print_text(out, cap, &b);
+}
+
 /* ---- The table --------------------------------------------------------------------------- */
 
 #define FIELD(name) offsetof(ml_config, name)
@@ -441,6 +508,14 @@ const ml_option ml__options[] = {
      FIELD(signal), field_wake_signal, print_signal},
     {"MEMLIMITS_VERBOSE", "--verbose", "0|1", "0",
      "print the effective configuration to stderr at start", FIELD(verbose), field_flag, print_int},
+    {"MEMLIMITS_PROFILE", "--profile", "PATH", NULL,
+     "write a heap profile (gperftools format, for jeprof/pprof) to PATH at exit and PATH.limit "
+     "when a limit fires; %p stands for the pid",
+     FIELD(profile), field_profile, print_profile},
+    {"MEMLIMITS_LEDGER", NULL, "FD:PID:ID", "none",
+     "set by memlimit for the processes of a tree: the shared ledger of the tree's limits (not "
+     "for users)",
+     FIELD(ledger), field_ledger, print_ledger},
 };
 
 const size_t ml__option_count = sizeof ml__options / sizeof ml__options[0];

@@ -38,6 +38,15 @@ typedef struct ml_report_spec {
     char path[512]; /* "" for stderr; "%p" expands to the pid when the file is opened */
 } ml_report_spec;
 
+/* MEMLIMITS_LEDGER, set by the launcher for the processes of a tree (lib/ledger.h): the ledger's
+ * descriptor, the launcher's pid (for /proc/PID/fd/FD when the descriptor was closed) and the
+ * tree's id, which tells the ledger from whatever else a reused descriptor may hold. */
+typedef struct ml_ledger_spec {
+    int fd; /* -1: not in a tree */
+    int pid;
+    uint64_t id;
+} ml_ledger_spec;
+
 typedef struct ml_config {
     uint64_t heap; /* ML_NONE: no cap */
     ml_action on_heap;
@@ -52,6 +61,8 @@ typedef struct ml_config {
     ml_report_spec report;
     int signal; /* 0: the default wake-up signal */
     int verbose;
+    char profile[512]; /* MEMLIMITS_PROFILE: heap profile path ("%p": the pid); "": none */
+    ml_ledger_spec ledger;
 } ml_config;
 
 /* Variables that memlimits itself sets for the processes a run starts, not options: the loader

@@ -15,6 +15,7 @@
 #include "fmt.h"
 #include "heap.h"
 #include "host.h"
+#include "profile.h"
 #include "sampler.h"
 #include "task.h"
 #include "thread.h"
@@ -46,6 +47,11 @@ int ml__report_record(ml_limit_kind kind, uint32_t thread, uint64_t allocation, 
     f->size = size;
     __atomic_store_n(&f->fired, 1, __ATOMIC_RELEASE);
     return 1;
+}
+
+uint64_t ml__report_refused(ml_limit_kind kind)
+{
+    return ML_LOAD(&firings[kind].count);
 }
 
 /* ---- The destination ------------------------------------------------------------------------
@@ -509,6 +515,7 @@ static void text_report(ml_buf *b, const facts *f)
             ml__buf_str(b, " bytes); allocations refused: ");
             ml__buf_u64(b, ML_LOAD(&fire->count));
             ml__buf_str(b, "\n");
+            ml__profile_firing_text(b, k);
         } else {
             ml__buf_str(b, ", not reached\n");
         }
@@ -589,6 +596,7 @@ static void json_report(ml_buf *b, const facts *f)
             ml__buf_u64(b, fire->size);
             ml__buf_str(b, ",\"refused\":");
             ml__buf_u64(b, ML_LOAD(&fire->count));
+            ml__profile_firing_json(b, k);
         }
         ml__buf_str(b, "}");
     }

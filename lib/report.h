@@ -31,6 +31,9 @@ int ml__report_setup(const ml_config *cfg, char *err, size_t errcap);
  * as `thread`, of `size` requested bytes. Returns 1 for the limit's first firing, 0 after. Any
  * thread, lock-free. */
 int ml__report_record(ml_limit_kind kind, uint32_t thread, uint64_t allocation, uint64_t size);
+/* How many allocations the limit refused so far (it fired at the first). Any thread,
+ * lock-free. */
+uint64_t ml__report_refused(ml_limit_kind kind);
 /* Writes the one line that says a limit's action is about to be taken (not for enomem). */
 void ml__report_announce(ml_limit_kind kind, uint32_t thread, uint64_t allocation, uint64_t size,
                          const ml_action *action);

@@ -139,3 +139,47 @@ uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
     *left = gap - rest;
     return count;
 }
+
+/* Streams with their own mean (the profiler's profiles, each with its own gap): the same draws
+ * as above with the mean passed in. */
+double ml__sampler_param(uint64_t mean)
+{
+    if (log_table[256] == 0) fill_log_table();
+    return mean <= 1 ? 0.0 : 1.0 / log1p(-1.0 / (double)mean);
+}
+
+uint64_t ml__sampler_process_seed(void)
+{
+    return process_seed;
+}
+
+static uint64_t gap_with(ml_rng *r, uint64_t mean, double inv)
+{
+    if (mean <= 1) return 1;
+    return (uint64_t)(int64_t)(fast_log(ml__rng_unit(r)) * inv) + 1;
+}
+
+uint64_t ml__sampler_gap_with(ml_rng *r, uint64_t mean, double inv)
+{
+    return gap_with(r, mean, inv);
+}
+
+uint64_t ml__sampler_take_with(ml_rng *r, uint64_t *left, uint64_t n, uint64_t mean, double inv)
+{
+    if (n < *left) {
+        *left -= n;
+        return 0;
+    }
+    uint64_t count = 1, rest = n - *left, gap;
+    if (mean > 1 && rest / mean >= ML_SAMPLER_EXACT_MAX) {
+        count += binomial_normal(r, rest, 1.0 / (double)mean);
+        *left = gap_with(r, mean, inv);
+        return count;
+    }
+    while ((gap = gap_with(r, mean, inv)) <= rest) {
+        rest -= gap;
+        count++;
+    }
+    *left = gap - rest;
+    return count;
+}

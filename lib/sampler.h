@@ -36,4 +36,11 @@ uint64_t ml__sampler_gap(ml_rng *r);
 #define ML_SAMPLER_EXACT_MAX 65536
 uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n);
 
+/* The same for a stream with its own mean (a profile's): `inv` is ml__sampler_param(mean). */
+double ml__sampler_param(uint64_t mean);
+uint64_t ml__sampler_gap_with(ml_rng *r, uint64_t mean, double inv);
+uint64_t ml__sampler_take_with(ml_rng *r, uint64_t *left, uint64_t n, uint64_t mean, double inv);
+/* The process seed set by ml__sampler_set_seed. */
+uint64_t ml__sampler_process_seed(void);
+
 #endif

@@ -28,6 +28,8 @@
 static uint64_t global_limit = ML_NONE;
 static ml_task *remote_tasks; /* token and global-memory tasks, under the registry lock */
 static uint64_t global_generation, global_marked_generation;
+static uint64_t
+    tasks_ended[ML_HEAP_CAP + 1]; /* by the status ml_run returned: ML_OK to ML_HEAP_CAP */
 
 uint64_t ml__global_limit(void)
 {
@@ -47,7 +49,7 @@ static void mark(ml_task *k, int reason)
 }
 
 /* Whether the live heap is above the global limit: the one global-limit check. Far below the
- * limit the batched sum answers (it lags each thread by at most two far flush intervals); near
+ * limit the batched sum answers (it lags each thread by at most ML_HEAP_LAG_MAX); near
  * or over it, the sum may lag allocations (not yet flushed) or frees (a thread that only frees),
  * so every thread is reconciled first and the answer is exact up to allocations in flight.
  * `locked`: the caller holds the registry lock. */
@@ -55,7 +57,7 @@ static int over_global(int locked)
 {
     uint64_t limit = ML_LOAD(&global_limit);
     if (limit == ML_NONE) return 0;
-    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_FAR * 2;
+    uint64_t slack = (uint64_t)(ml__thread_count() + 1) * ML_HEAP_LAG_MAX;
     if (ml__heap_live() + slack <= limit) return 0;
     if (locked)
         ml__heap_reconcile_locked();
@@ -227,11 +229,21 @@ void ml__task_wait_end(ml_thread *t)
     }
 }
 
-void ml__task_fork_child(void)
+void ml__task_fork_child(int multithreaded)
 {
-    /* Only the forking thread survives; its own tasks stay linked, the others' frames are gone. */
-    ml_task **link = &remote_tasks;
+    /* The forking thread's tasks, whose ml_run the child carries on in, name the thread by the
+     * kernel id it had in the parent: give them the child's. */
     ml_thread *self = &ml__self;
+    for (ml_task *k = self->task; k != NULL; k = k->parent)
+        k->tid = self->tid;
+    if (!multithreaded) return; /* no other thread ever existed: nothing else changed */
+    /* Only the forking thread survives; its own tasks stay linked, the others' frames are gone.
+     * A wake-up signal sent to the forking thread but not yet delivered is not inherited, so its
+     * ML_WAKE tasks are signalled again, by a waker of the child's own, started here: the child
+     * carries on inside them, and a token set in the child (from a signal handler, say) must
+     * reach them at once as it would have in the parent. */
+    ml_task **link = &remote_tasks;
+    int wake = 0;
     while (*link != NULL) {
         ml_task *k = *link;
         if (k->thread != self) {
@@ -240,9 +252,11 @@ void ml__task_fork_child(void)
         } else {
             k->remote_pprev = link;
             link = &k->remote_next;
+            ML_STORE(&k->woken, 0);
+            wake |= (k->flags & ML_WAKE) != 0;
         }
     }
-    ml__wake_fork_child();
+    ml__wake_fork_child(wake);
 }
 
 /* Makes the calling thread's next allocation an event (to arm or disarm task limits, or to
@@ -326,7 +340,13 @@ static ml_status leave(ml_thread *t, ml_task *k, uint64_t *allocated)
     uint64_t count = exact_allocated(t) - k->start;
     finish(t, k);
     if (allocated != NULL) *allocated = count;
+    __atomic_add_fetch(&tasks_ended[reason], 1, __ATOMIC_RELAXED);
     return reason;
+}
+
+uint64_t ml__task_ended(ml_status status)
+{
+    return status >= ML_OK && status <= ML_HEAP_CAP ? ML_LOAD(&tasks_ended[status]) : 0;
 }
 
 /* The task's record with the C library (host.h): a longjmp, siglongjmp or __longjmp_chk out of
@@ -412,18 +432,35 @@ int ml_is_masked(void)
     return ML_LOAD(&ml__self.mask_depth) > 0;
 }
 
+/* The fields ml__since_arm reads, and `allocated`: what a signal handler on the thread may
+ * change between two of our loads. */
+typedef struct count_fields {
+    uint64_t allocated, armed, until_event, allocations, allocations_at_arm, units_extra,
+        units_extra_at_arm;
+} count_fields;
+
+static void read_count_fields(const ml_thread *t, count_fields *f)
+{
+    f->allocated = ML_LOAD(&t->allocated);
+    f->armed = ML_LOAD(&t->armed);
+    f->until_event = ML_LOAD(&t->until_event);
+    f->allocations = ML_LOAD(&t->allocations);
+    f->allocations_at_arm = ML_LOAD(&t->allocations_at_arm);
+    f->units_extra = ML_LOAD(&t->units_extra);
+    f->units_extra_at_arm = ML_LOAD(&t->units_extra_at_arm);
+}
+
 uint64_t ml__allocated_now(const ml_thread *t)
 {
     if (ML_LOAD(&t->busy)) return ML_LOAD(&t->allocated); /* mid-update: as of the last event */
     for (;;) {
-        uint64_t allocated = ML_LOAD(&t->allocated), armed = ML_LOAD(&t->armed);
-        uint64_t left = ML_LOAD(&t->until_event), count = ML_LOAD(&t->allocations);
-        uint64_t at_arm = ML_LOAD(&t->allocations_at_arm);
+        count_fields before, after;
+        read_count_fields(t, &before);
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
-        if (allocated == ML_LOAD(&t->allocated) && armed == ML_LOAD(&t->armed) &&
-            left == ML_LOAD(&t->until_event) && count == ML_LOAD(&t->allocations) &&
-            at_arm == ML_LOAD(&t->allocations_at_arm))
-            return allocated + (armed - left) - (count - at_arm);
+        uint64_t count = ML_LOAD(&t->allocated) + ml__since_arm(t);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        read_count_fields(t, &after);
+        if (memcmp(&before, &after, sizeof before) == 0) return count; /* no handler ran */
     }
 }
 

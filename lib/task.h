@@ -71,6 +71,10 @@ ml_status ml__task_run(ml_thread *t, ml_task *k, const ml_limits *limits, void (
  * when the task was left otherwise (ml_run returned; a jump, pthread_exit or cancellation, which
  * the task's record with the C library saw first). */
 void ml__task_thrown(ml_task *k);
+/* How many tasks ml_run ended with `status` (ML_OK, or an interrupt's reason), since
+ * the process started (a forked child continues its parent's counts); 0 for any other value.
+ * Any thread; lock-free. */
+uint64_t ml__task_ended(ml_status status);
 
 /* Called by the slow path (busy) for a thread running a task, before an allocation of n bytes:
  * updates pending interrupts and says whether the allocation may go ahead. */
@@ -117,7 +121,9 @@ void ml__task_set_global_limit(uint64_t bytes);
  * has not left its wait (the broadcast may have come before the waiter was inside
  * pthread_cond_wait): the waker calls it again soon. */
 int ml__task_wake_scan(void);
-/* In the fork child: only the forking thread's tasks survive. */
-void ml__task_fork_child(void);
+/* In the fork child (thread.h's fork_child hook, same contract): the forking thread's tasks get
+ * its new thread id; after a multithreaded parent, only its tasks stay linked, and if one has
+ * ML_WAKE a waker is started for the child. */
+void ml__task_fork_child(int multithreaded);
 
 #endif

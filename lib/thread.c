@@ -7,11 +7,22 @@
  * allocations is an event accounted at once. Our key is created before jemalloc initialises, so
  * its destructor runs before jemalloc's own in each round, while jemalloc's counters are intact.
  *
- * fork: the prepare handler takes stdio's list lock and then the registry lock, before jemalloc's
- * handler takes its arena locks (ours is registered after jemalloc's, and prepare handlers run in
- * reverse order). Stock jemalloc takes its locks first, so a thread inside stdio calling malloc
- * while another forks deadlocks; taking stdio's list lock first restores glibc's own order. In
- * the child only the forking thread survives: the registry is reduced to it. */
+ * fork: ours are the process's only fork handlers for memlimits and its jemalloc (jemalloc hands
+ * its own over, host.h). In a multithreaded process, prepare takes stdio's list lock, then the
+ * registry lock, then jemalloc's locks (its prepare handler); parent and child undo that in the
+ * reverse order, jemalloc's first. Stock jemalloc takes its locks before fork takes the list
+ * lock, so a thread inside stdio calling malloc while another forks deadlocks; taking stdio's
+ * list lock first restores glibc's own order. In the child only the forking thread survives: the
+ * registry is reduced to it.
+ *
+ * A process that has only ever had one thread (glibc's criterion, host.h) forks without taking
+ * any lock, as glibc's own fork does: it may be forking from a signal handler that interrupted
+ * malloc, free or memlimits itself, and the lock that code holds would never be released. No
+ * other thread exists, so nothing needs excluding; in the child nothing was locked, so nothing is
+ * reset, and when the handler returns the interrupted code finishes as it would have in the
+ * parent. The child only refreshes the forking thread's own facts (its kernel thread id). The
+ * residual is glibc's: the child may use only async-signal-safe functions until the handler
+ * returns, since the state the interrupted code was updating (jemalloc's, ours) is half done. */
 #define _GNU_SOURCE
 #include "thread.h"
 
@@ -27,6 +38,7 @@ static ml_thread *registry;
 static uint32_t registered_count;
 static uint32_t next_index;
 static uint64_t retired_allocated, retired_allocations, retired_samples;
+static uint64_t retired_je_allocated, retired_je_freed; /* jemalloc's counters at retirement */
 static pthread_key_t exit_key;
 static const ml_thread_hooks *hooks;
 
@@ -36,6 +48,8 @@ static void retire_totals(const ml_thread *t)
     retired_allocated += t->allocated + ml__since_arm(t);
     retired_allocations += t->allocations;
     retired_samples += t->samples;
+    retired_je_allocated += ML_LOAD(t->je_allocated);
+    retired_je_freed += ML_LOAD(t->je_deallocated);
 }
 
 /* The final round: hand back what the thread holds, unregister it, and leave it DEAD, so that
@@ -53,7 +67,7 @@ static void retire_now(ml_thread *t)
     t->allocated += ml__since_arm(t);
     t->state = ML_THREAD_DEAD;
     t->armed = t->until_event = 0;
-    t->allocations_at_arm = t->allocations;
+    ml__thread_mark_arm(t);
     t->busy = 0;
 }
 
@@ -133,38 +147,64 @@ uint32_t ml__thread_count(void)
 
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples)
 {
+    ml_thread_totals sum;
+    ml__thread_totals(&sum);
+    *allocated = sum.allocated;
+    *allocations = sum.allocations;
+    *samples = sum.samples;
+}
+
+void ml__thread_totals(ml_thread_totals *out)
+{
     pthread_mutex_lock(&registry_lock);
-    uint64_t a = retired_allocated, n = retired_allocations, s = retired_samples;
+    ml_thread_totals sum = {.allocated = retired_allocated,
+                            .allocations = retired_allocations,
+                            .samples = retired_samples,
+                            .je_allocated = retired_je_allocated,
+                            .je_freed = retired_je_freed,
+                            .live = registered_count,
+                            .registered = next_index};
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
-        a += ML_LOAD(&t->allocated) + ml__since_arm(t);
-        n += ML_LOAD(&t->allocations);
-        s += ML_LOAD(&t->samples);
+        sum.allocated += ML_LOAD(&t->allocated) + ml__since_arm(t);
+        sum.allocations += ML_LOAD(&t->allocations);
+        sum.samples += ML_LOAD(&t->samples);
+        sum.je_allocated += ML_LOAD(t->je_allocated);
+        sum.je_freed += ML_LOAD(t->je_deallocated);
     }
     pthread_mutex_unlock(&registry_lock);
-    *allocated = a;
-    *allocations = n;
-    *samples = s;
+    *out = sum;
 }
+
+/* Whether the fork under way took the locks: decided once by prepare, for parent and child. A
+ * fork nested in a signal handler decides the same, since a process never becomes
+ * single-threaded again. */
+static int fork_locked;
 
 static void fork_prepare(void)
 {
+    fork_locked = !ml__host_single_threaded();
+    if (!fork_locked) return;
     ml__host_stdio_lock();
     pthread_mutex_lock(&registry_lock);
+    ml__host_jemalloc_prefork();
 }
 
 static void fork_parent(void)
 {
+    if (!fork_locked) return;
+    ml__host_jemalloc_postfork_parent();
     pthread_mutex_unlock(&registry_lock);
     ml__host_stdio_unlock();
 }
 
-static void fork_child(void)
+/* The child after a fork that took the locks: reset them, and reduce the registry. */
+static void fork_child_locked(ml_thread *self)
 {
+    ml__host_jemalloc_postfork_child();
     /* glibc has already reset stdio's list lock in the child; only ours is left. */
     ml__host_stdio_reset();
     pthread_mutex_init(&registry_lock, NULL);
-    ml_thread *self = &ml__self;
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         if (t == self) continue;
         /* The other threads are gone; their blocks stay live in the child's copy of the heap,
@@ -179,7 +219,23 @@ static void fork_child(void)
         registry = self;
         registered_count = 1;
     }
-    hooks->fork_child();
+}
+
+static void fork_child(void)
+{
+    ml_thread *self = &ml__self;
+    /* The child's one thread has a kernel thread id of its own. */
+    self->tid = ml__gettid();
+    if (!fork_locked) {
+        hooks->fork_child(0);
+        return;
+    }
+    fork_child_locked(self);
+    /* Busy: what the hook allocates (the waker thread it may start) passes through, never
+     * refused by a task of this thread. */
+    int entered = ml__busy_enter(self);
+    hooks->fork_child(1);
+    if (entered) ml__busy_leave(self);
 }
 
 int ml__thread_setup_key(const ml_thread_hooks *h)

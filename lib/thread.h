@@ -2,7 +2,7 @@
  * the registry that links the live ones so that the heap can be reconciled across threads.
  *
  * Who touches what: the owning thread reads and writes everything here. Other threads read a
- * registered thread's jemalloc counters and exchange its `reported` balance (heap.c's
+ * registered thread's jemalloc counters and update its `reported` balance (heap.c's
  * reconcile), and read its totals racily (ml__totals), under the registry lock, which also keeps
  * the struct registered while they do. The wake-up signal's handler on the owning thread (wake.c)
  * forces the countdown to zero when `busy` is clear and leaves `wake_pending` when it is set. */
@@ -33,25 +33,31 @@ typedef struct ml_thread {
      * `allocations_at_arm`; see ml__since_arm. */
     uint64_t armed;
     uint64_t allocations_at_arm;
+    /* Units charged beyond n + 1 by aligned allocations (engine.h's ml__charge_aligned), in
+     * total and when the countdown was armed: not bytes, so ml__since_arm takes them out. */
+    uint64_t units_extra, units_extra_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
     uint64_t sample_left; /* bytes up to and including the next sampled byte */
-    uint64_t flush_left;  /* bytes until the next flush of the heap accounting */
+    uint64_t flush_left;  /* charged units (n + 1 per request) until the next heap check */
     uint64_t lease_left;  /* bytes of the process budget leased to this thread; ML_NONE: none */
     uint64_t samples;     /* samples taken by this thread */
     ml_rng rng;
 
     /* Heap accounting (heap.c). jemalloc's own per-thread byte counters (usable sizes), read at
-     * events; `reported` is the balance this thread last added to the process's live heap. */
+     * events; `reported` is the balance this thread last added to the process's live heap (also
+     * the lock of its flushes), `heap_reserved` the usable size of the block admitted at its last
+     * event, counted in the live heap until its next flush. */
     const uint64_t *je_allocated, *je_deallocated;
     uint64_t seen_allocated, seen_deallocated, balance_base;
     int64_t reported;
+    int64_t heap_reserved;
 
     /* Tasks (task.c). `task` is the innermost task running on this thread; the wake-up signal's
      * handler sets wake_pending when it finds the thread busy. */
     struct ml_task *task;
     uint32_t mask_depth;
     volatile int wake_pending;
-    int tid;
+    int tid; /* kernel thread id, for the wake-up signal: set at registration and in a fork child */
 
     struct ml_thread *next, **pprev; /* registry links, under the registry lock */
     uint32_t index;                  /* registration order: 0 is the first thread */
@@ -63,12 +69,21 @@ typedef struct ml_thread {
 extern ML_TLS ml_thread ml__self;
 
 /* Requested bytes allocated since the countdown was armed, exactly: each allocation took
- * n + 1 off the countdown and added 1 to `allocations`. Modulo 2^64, which keeps it exact even
- * when a subtraction wrapped (n = SIZE_MAX charges 2^64). Includes an allocation being charged. */
+ * n + 1 off the countdown (aligned ones more, recorded in units_extra) and added 1 to
+ * `allocations`. Modulo 2^64, which keeps it exact even when a subtraction wrapped (n = SIZE_MAX
+ * charges 2^64). Includes an allocation being charged. */
 static inline uint64_t ml__since_arm(const ml_thread *t)
 {
     return (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event)) -
-           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm));
+           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm)) -
+           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+}
+
+/* Records that the countdown is being armed now (see ml__since_arm). */
+static inline void ml__thread_mark_arm(ml_thread *t)
+{
+    t->allocations_at_arm = t->allocations;
+    t->units_extra_at_arm = t->units_extra;
 }
 
 /* Enters memlimits' own code on this thread: from here, nested allocations pass straight
@@ -124,6 +139,19 @@ void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 uint32_t ml__thread_count(void);
 /* Totals over all threads, live and exited: requested bytes, allocations, samples. */
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples);
+/* The same and more, from one walk under the registry lock: racy for threads allocating during
+ * the call, exact for the others. Exited threads count with what they had at their retirement;
+ * a forked child continues its parent's sums. */
+typedef struct ml_thread_totals {
+    uint64_t allocated;    /* requested bytes (ml__since_arm included) */
+    uint64_t allocations;  /* allocation calls */
+    uint64_t samples;      /* samples taken */
+    uint64_t je_allocated; /* jemalloc's counters: usable bytes allocated and freed */
+    uint64_t je_freed;
+    uint32_t live;       /* threads registered now */
+    uint32_t registered; /* threads ever registered: the next registration index */
+} ml_thread_totals;
+void ml__thread_totals(ml_thread_totals *out);
 
 /* The work that thread exit and fork need from the modules above this one (heap accounting,
  * the budget, tasks). They are registered once at init (init.c), so that this module never
@@ -134,14 +162,17 @@ typedef struct ml_thread_hooks {
     void (*exit_round)(ml_thread *t);
     /* The last round: give back what the thread holds, before it is unregistered. Busy. */
     void (*retire)(ml_thread *t);
-    /* In the fork child, after the registry was reduced to the forking thread; the registry
-     * lock is free. */
-    void (*fork_child)(void);
+    /* In the fork child, on its one thread, once that thread's `tid` is its own. When
+     * `multithreaded`, the fork took every lock (thread.c), the locks are reset and the registry
+     * is reduced to the forking thread, which is busy. Otherwise the parent had only ever had
+     * this thread, nothing was locked, and the code a signal handler interrupted may be in the
+     * middle of updating any shared structure: touch only this thread's own facts. */
+    void (*fork_child)(int multithreaded);
 } ml_thread_hooks;
 
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once
  * by init.c: the key before jemalloc initialises (so that ours runs first at thread exit), the
- * fork handlers after (so that ours run first before fork). `hooks` must outlive the process. */
+ * fork handlers after it. `hooks` must outlive the process. */
 int ml__thread_setup_key(const ml_thread_hooks *hooks);
 void ml__thread_setup_fork(void);
 

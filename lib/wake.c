@@ -186,10 +186,12 @@ void ml__wake_send(int tid)
     syscall(SYS_tgkill, getpid(), tid, sig);
 }
 
-void ml__wake_fork_child(void)
+void ml__wake_fork_child(int restart)
 {
     /* The waker did not survive the fork, and its eventfd is shared with the parent's. */
     if (event_fd >= 0) close(event_fd);
     event_fd = -1;
     pthread_mutex_init(&setup_lock, NULL);
+    /* A first scan finds the tasks whose signal was lost in the fork. */
+    if (restart && wake_signal != 0 && start_waker() == 0) ml__wake_poke();
 }

@@ -24,6 +24,8 @@ int ml__wake_start(ml_wake_scan scan);
 void ml__wake_poke(void);
 /* Sends the wake-up signal to a thread, if the handler is still ours. */
 void ml__wake_send(int tid);
-void ml__wake_fork_child(void);
+/* In the child of a multithreaded fork: forgets the parent's waker, and starts one for the child
+ * when `restart` (the forking thread carries on inside ML_WAKE tasks), which scans at once. */
+void ml__wake_fork_child(int restart);
 
 #endif

@@ -38,7 +38,8 @@ static inline __attribute__((always_inline)) void *do_malloc(size_t size, const 
 static inline __attribute__((always_inline)) int do_aligned(void **out, size_t align, size_t size,
                                                             const void *ret)
 {
-    if (ML_UNLIKELY(ml__charge(size))) return ml__memalign_slow(out, align, size, ret);
+    if (ML_UNLIKELY(ml__charge_aligned(size, align)))
+        return ml__memalign_slow(out, align, size, ret);
     return mlje_posix_memalign(out, align, size);
 }
 
@@ -127,7 +128,9 @@ ENTRY void *realloc(void *p, size_t size)
         mlje_free(p);
         return NULL;
     }
-    if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size, CALLER);
+    if (ML_UNLIKELY(ml__charge(size))) return ml__realloc_slow(p, size, 1, CALLER);
+    /* A block in the profiler's range may be tracked: realloc moves it itself. */
+    if (ML_UNLIKELY(ml__in_tracked_range(p))) return ml__realloc_slow(p, size, 0, CALLER);
     void *q = mlje_realloc(p, size);
     if (ML_UNLIKELY(q == NULL)) errno = ENOMEM; /* stock jemalloc leaves errno alone here */
     return q;

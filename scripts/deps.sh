@@ -3,7 +3,7 @@
 # sudo). Idempotent: a machine that has everything runs no apt-get at all.
 set -eu
 packages="build-essential cmake pkg-config libjemalloc-dev libjemalloc2 libcriterion-dev clang
-libclang-rt-14-dev clang-format gnuplot-nox python3 perl git"
+libclang-rt-14-dev clang-format gnuplot-nox python3 perl git libunwind-dev"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

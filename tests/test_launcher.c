@@ -1,7 +1,8 @@
 /* The launcher, tools/memlimit, run in child processes (never preloaded itself) on real programs
  * and on tests/targets/launcher_*.c: limits reach python3, the budget stops it at the same
  * allocation every run, LD_PRELOAD is kept, bad input is refused without running anything, and
- * every process of a pipeline writes its own report. */
+ * with --per-process every process of a pipeline writes its own report. Process trees (the
+ * default) are tested in test_tree.c. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -162,6 +163,7 @@ Test(launcher, python_under_heap_cap_gets_memory_error_and_exits_1)
     char *report_arg;
     cr_assert_geq(asprintf(&report_arg, "--report=json:%s", report), 0);
     const char *argv[] = {ML_TEST_LAUNCHER,
+                          "--per-process",
                           "--heap",
                           "100M",
                           report_arg,
@@ -193,9 +195,16 @@ Test(launcher, python_under_heap_cap_gets_memory_error_and_exits_1)
 
 Test(launcher, text_report_on_stderr_names_the_fired_cap)
 {
-    const char *argv[] = {
-        ML_TEST_LAUNCHER,       "--heap=100M", "--report", "--", PYTHON, "-I", "-c",
-        "x = [0] * (64 << 20)", NULL};
+    const char *argv[] = {ML_TEST_LAUNCHER,
+                          "--per-process",
+                          "--heap=100M",
+                          "--report",
+                          "--",
+                          PYTHON,
+                          "-I",
+                          "-c",
+                          "x = [0] * (64 << 20)",
+                          NULL};
     ml_child c = run(argv, NULL);
     cr_expect(c.exited && c.status == 1, "status %d, stderr: %s", c.status, c.err);
     cr_expect(strstr(c.err, "MemoryError") != NULL, "%s", c.err);
@@ -223,9 +232,19 @@ Test(launcher, alloc_budget_stops_python_at_the_same_allocation_every_run)
         snprintf(name, sizeof name, "r%d.json", run_no); /* same length: same environment size */
         report = path_in(dir, name);
         cr_assert_geq(asprintf(&report_arg, "--report=json:%s", report), 0);
-        const char *argv[] = {ML_TEST_LAUNCHER, "--alloc", "20M",  "--on-alloc", "exit:42",
-                              report_arg,       "--",      PYTHON, "-I",         "-c",
-                              budget_script,    NULL};
+        const char *argv[] = {ML_TEST_LAUNCHER,
+                              "--per-process",
+                              "--alloc",
+                              "20M",
+                              "--on-alloc",
+                              "exit:42",
+                              report_arg,
+                              "--",
+                              PYTHON,
+                              "-I",
+                              "-c",
+                              budget_script,
+                              NULL};
         ml_child c = run(argv, env);
         cr_expect(c.exited && c.status == 42, "run %d: status %d signal %d, stderr: %s", run_no,
                   c.status, c.signal, c.err);
@@ -569,7 +588,7 @@ Test(launcher, a_report_keyword_after_a_bare_report_is_refused_with_a_hint)
     const char *cmd[] = {ML_TEST_LAUNCHER, "--report", "false", NULL};
     ml_child c = run(cmd, NULL);
     cr_expect(c.exited && c.status == 1, "status %d: %s", c.status, c.err);
-    cr_expect(strstr(c.err, "memlimits report (exit)") != NULL, "%s", c.err);
+    cr_expect(strstr(c.err, "memlimits tree report") != NULL, "%s", c.err);
     ml_child_free(&c);
     const char *dashes[] = {ML_TEST_LAUNCHER, "--report", "--", "json", NULL};
     c = run(dashes, NULL);
@@ -784,13 +803,19 @@ Test(launcher, man_page_and_completion_name_every_option)
 
 /* ---- Several processes --------------------------------------------------------------------- */
 
-Test(launcher, pipeline_writes_one_report_per_process)
+Test(launcher, per_process_pipeline_writes_one_report_per_process)
 {
     const char *dir = make_scratch();
     char *report = path_in(dir, "r.jsonl"), *report_arg;
     cr_assert_geq(asprintf(&report_arg, "--report=json:%s", report), 0);
-    const char *argv[] = {
-        ML_TEST_LAUNCHER, report_arg, "--", "sh", "-c", "seq 1 1000 | sort -n | tail -1", NULL};
+    const char *argv[] = {ML_TEST_LAUNCHER,
+                          "--per-process",
+                          report_arg,
+                          "--",
+                          "sh",
+                          "-c",
+                          "seq 1 1000 | sort -n | tail -1",
+                          NULL};
     ml_child c = run(argv, NULL);
     cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
     cr_expect_str_eq(c.out, "1000\n");
@@ -827,17 +852,26 @@ Test(launcher, pipeline_writes_one_report_per_process)
 
 Test(launcher, json_goes_to_stderr_or_to_the_report_path)
 {
-    const char *to_stderr[] = {ML_TEST_LAUNCHER, "--json", "--", "true", NULL};
+    const char *to_stderr[] = {ML_TEST_LAUNCHER, "--per-process", "--json", "--", "true", NULL};
     ml_child c = run(to_stderr, NULL);
     cr_expect(c.exited && c.status == 0);
     cr_expect(strncmp(c.err, "{\"memlimits_report\":2,", 22) == 0, "%s", c.err);
     cr_expect_eq(count_lines(c.err), 1, "%s", c.err);
     ml_child_free(&c);
 
+    /* The tree's report: one document, from the launcher. */
+    const char *tree[] = {ML_TEST_LAUNCHER, "--json", "--", "true", NULL};
+    c = run(tree, NULL);
+    cr_expect(c.exited && c.status == 0);
+    cr_expect(strncmp(c.err, "{\"memlimits_tree_report\":1,", 27) == 0, "%s", c.err);
+    cr_expect_eq(count_lines(c.err), 1, "%s", c.err);
+    ml_child_free(&c);
+
     const char *dir = make_scratch();
     char *report = path_in(dir, "r.%p.json"), *report_arg;
     cr_assert_geq(asprintf(&report_arg, "--report=%s", report), 0);
-    const char *to_file[] = {ML_TEST_LAUNCHER, report_arg, "--json", "--", "true", NULL};
+    const char *to_file[] = {
+        ML_TEST_LAUNCHER, "--per-process", report_arg, "--json", "--", "true", NULL};
     c = run(to_file, NULL);
     cr_expect(c.exited && c.status == 0, "%s", c.err);
     cr_expect_str_eq(c.err, "");
@@ -873,7 +907,8 @@ Test(launcher, static_executable_is_run_with_a_warning)
 #if ML_TEST_HAVE_STATIC
     char target[PATH_MAX];
     snprintf(target, sizeof target, "%s", ml_test_target("launcher_static"));
-    const char *argv[] = {ML_TEST_LAUNCHER, "--heap", "1M", "--report", "--", target, NULL};
+    const char *argv[] = {
+        ML_TEST_LAUNCHER, "--per-process", "--heap", "1M", "--report", "--", target, NULL};
     ml_child c = run(argv, NULL);
     cr_expect(c.exited && c.status == 0, "status %d", c.status);
     cr_expect_str_eq(c.out, "static ok\n");

@@ -1,6 +1,7 @@
 /* File inspection for the launcher (see inspect.h): locating libmemlimits.so from the
  * launcher's own path, resolving a command like execvp(3), and reading ELF program headers to
- * tell, before exec, when the dynamic loader will not preload anything into the command. */
+ * tell, before exec, when the dynamic loader will not preload anything into the command, and
+ * reading section headers to tell a Go program, whose heap the limits do not see. */
 #define _GNU_SOURCE
 #include "inspect.h"
 
@@ -15,6 +16,8 @@
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include "host.h"
 
 #ifndef ML_LIBRARY_SONAME
 #define ML_LIBRARY_SONAME "libmemlimits.so.0"
@@ -243,8 +246,10 @@ static const char *class_name(int cls)
 
 static void warn(const char *what, const char *reason)
 {
-    fprintf(stderr, "memlimit: warning: %s %s; no limit applies and no report is written\n", what,
-            reason);
+    fprintf(stderr,
+            "memlimit: warning: %s %s; no limit applies to it, and it writes no report (the "
+            "tree's report names it)\n",
+            what, reason);
 }
 
 /* Whether exec of `path` will run in the loader's secure mode, which ignores LD_PRELOAD
@@ -298,5 +303,14 @@ int ml_warn_unpreloadable(const char *path, const char *library)
         warn(what, "is statically linked: there is no dynamic loader to apply LD_PRELOAD");
         return 1;
     }
-    return warn_secure(exe, what);
+    if (warn_secure(exe, what)) return 1;
+    if (ml__host_is_go_program(exe)) {
+        fprintf(stderr,
+                "memlimit: warning: %s is a Go program: its heap is Go's own, not malloc's, so the "
+                "limits bound only what it allocates through malloc; it ends without exit "
+                "handlers (the tree's report lists it as not accounted)\n",
+                what);
+        return 1;
+    }
+    return 0;
 }

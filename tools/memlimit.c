@@ -1,8 +1,12 @@
 /* memlimit, the launcher: runs a command with libmemlimits.so preloaded and MEMLIMITS_* set from
- * its options, then gets out of the way with exec, so that the exit status and the signals are
- * the command's own. Its options are the rows of the options table (lib/options.c), checked by
- * the same parsers as the variables; its own failures print one line, exit 125, 126 or 127, and
- * never run the command. It links options.c, fmt.c and host.c only: no engine, no constructor. */
+ * its options. By default its limits bound the whole process tree the command starts: it stays
+ * the command's parent and the tree's subreaper, shares the limits through a ledger (tree.c,
+ * lib/ledger.c), writes one report for the tree (tree_report.c) and exits with the command's
+ * status, or like timeout(1) with the budget action's. With --per-process it gets out of the way
+ * with exec, every process having its own limits. Its options are the rows of the options table
+ * (lib/options.c), checked by the same parsers as the variables, and a few of its own; its own
+ * failures print one line, exit 125, 126 or 127, and never run the command. It links options.c,
+ * fmt.c, host.c and ledger.c only: no engine, no constructor. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -12,13 +16,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "inspect.h"
 #include "memlimits.h"
 #include "options.h"
+#include "tree.h"
 
 #ifndef ML_VERSION
 #define ML_VERSION "unknown"
@@ -42,8 +49,35 @@ static const struct {
 typedef struct request {
     const char **value;
     int json;
+    int per_process;     /* --per-process: every process its own limits; exec the command */
+    int preserve_status; /* --preserve-status: the command's status even when a limit fired */
+    int warned;          /* the command itself was warned about as out of the preload's reach */
+    int measure;         /* --measure: end with the summary line and suggested limits */
     char **command;
 } request;
+
+/* The launcher's own flags, which set no variable. */
+static const struct {
+    const char *flag, *help;
+    size_t offset; /* of the int it sets in request */
+} own_flags[] = {
+    {"--json",
+     "write the report as JSON: to stderr, or to the file given by --report=PATH "
+     "[MEMLIMITS_REPORT=json or json:PATH]",
+     offsetof(request, json)},
+    {"--per-process",
+     "give every process its own limits and report, as LD_PRELOAD alone does, instead of "
+     "limits on the sum over the whole process tree; memlimit execs COMMAND and is gone",
+     offsetof(request, per_process)},
+    {"--preserve-status",
+     "exit with COMMAND's status even when a limit's exiting action (exit:N, abort) fired in a "
+     "process of the tree",
+     offsetof(request, preserve_status)},
+    {"--measure",
+     "end with one summary line: the tree's peak heap, total allocated, largest process, "
+     "process count, wall time and --heap/--alloc values with a 25% margin",
+     offsetof(request, measure)},
+};
 
 /* Writes "memlimit: MESSAGE" as one line on stderr. Every message of the launcher goes through
  * here, and the values it echoes (options, paths, commands) are the user's: their control
@@ -155,6 +189,8 @@ static void print_help(void)
     printf("Usage: memlimit [OPTIONS] [--] COMMAND [ARGS...]\n"
            "Run COMMAND with libmemlimits.so preloaded: a hard heap cap, an exact\n"
            "allocation budget and a report, for COMMAND and every process it starts.\n"
+           "The limits bound the whole process tree: the sum of the live heaps of its\n"
+           "processes, the sum of their allocations; one report covers the tree.\n"
            "Each option sets the environment variable shown with it; its value follows\n"
            "after '=' or as the next argument. Options shown with [=...] take a value\n"
            "only after '=' (--report=json); alone, they mean stderr and 1, and one\n"
@@ -176,8 +212,8 @@ static void print_help(void)
             snprintf(text, sizeof text, "%s [%s; default: %s]", o->help, o->env, value);
         print_entry(lead, text);
     }
-    print_entry("--json", "write the report as JSON Lines: to stderr, or to the file given by "
-                          "--report=PATH [MEMLIMITS_REPORT=json or json:PATH]");
+    for (size_t i = 0; i < sizeof own_flags / sizeof own_flags[0]; i++)
+        print_entry(own_flags[i].flag, own_flags[i].help);
     print_entry("-h, --help", "print this help and exit");
     print_entry("-V, --version", "print the version and the library found, and exit");
     printf("\n"
@@ -187,11 +223,17 @@ static void print_help(void)
            "that may be plain. ACTION is enomem, abort, exit:N or signal:NAME. SIGNAL\n"
            "is a name (USR2, SIGUSR2, RTMIN+2) or a number, never SEGV, BUS, FPE, ILL,\n"
            "TRAP or one without a name. In a report PATH, %%p stands for the pid and\n"
-           "%%%% for %%. Every process started under memlimit writes its own report; in a\n"
-           "file, each is appended with a single write (JSON: one line per report).\n"
-           "Any other MEMLIMITS_* variable in the environment is refused.\n\n"
-           "Exit status: the status of COMMAND, or\n"
+           "%%%% for %%. The tree's report is written once, by memlimit, when every\n"
+           "process has ended, and appended with a single write; with --per-process\n"
+           "every process writes its own (JSON: one line per report).\n"
+           "Any other MEMLIMITS_* variable in the environment is refused.\n"
+           "memlimit sets PYTHONMALLOC=malloc unless it is set, so that CPython's small\n"
+           "objects come from malloc and the limits see them (--verbose shows it).\n\n"
+           "Exit status: the status of COMMAND (memlimit dies by the signal that killed\n"
+           "it), or, like timeout(1), when a limit's exiting action fired in any\n"
+           "process of the tree, even one whose parent turned it into another status:\n"
            "  %d  the allocation budget was exceeded (the default --on-alloc action)\n"
+           "  N    that limit's exit:N action; 134 for abort (--preserve-status: COMMAND's)\n"
            "  %d  memlimit failed: invalid option or variable, no command, no library\n"
            "  %d  COMMAND was found but could not be run\n"
            "  %d  COMMAND was not found\n\n"
@@ -331,11 +373,16 @@ static void parse_options(int argc, char **argv, request *rq)
             print_version();
             exit(fflush(stdout) == 0 ? 0 : ML_EXIT_CONFIG);
         }
-        if (strcmp(arg, "--json") == 0) {
-            rq->json = 1;
-            continue;
+        int own = 0;
+        for (size_t k = 0; k < sizeof own_flags / sizeof own_flags[0] && !own; k++) {
+            size_t len = strlen(own_flags[k].flag);
+            if (strncmp(arg, own_flags[k].flag, len) != 0) continue;
+            if (arg[len] == '=') die(ML_EXIT_CONFIG, "%s takes no value", own_flags[k].flag);
+            if (arg[len] != '\0') continue;
+            *(int *)((char *)rq + own_flags[k].offset) = 1;
+            own = 1;
         }
-        if (strncmp(arg, "--json=", 7) == 0) die(ML_EXIT_CONFIG, "--json takes no value");
+        if (own) continue;
         const char *eq = strchr(arg, '=');
         size_t len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
         int row = row_of_flag(arg, len);
@@ -426,6 +473,120 @@ static void check_report_path(const ml_config *cfg, const request *rq)
         strerror(errno));
 }
 
+/* Ends the launcher as the tree ended: with its status, or by the signal that killed the
+ * command (without a core dump of the launcher's own). */
+static ML_COLD __attribute__((noreturn)) void end_as(int status)
+{
+    fflush(stdout);
+    fflush(stderr);
+    if (status >= 0) exit(status);
+    int sig = -status;
+    struct rlimit no_core = {0, 0};
+    sigset_t set;
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(sig, SIG_DFL);
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    exit(128 + sig);
+}
+
+/* The tree's report, once, where --report says (%p: the launcher's pid). */
+static void write_tree_report(const ml_tree *t, const ml_config *cfg)
+{
+    int fd = STDERR_FILENO;
+    if (cfg->report.path[0] != '\0') {
+        char path[PATH_MAX];
+        ml__report_path_expand(cfg->report.path, (long)getpid(), path, sizeof path);
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            say("cannot write the report to '%s': %s", path, strerror(errno));
+            return;
+        }
+    }
+    fflush(stderr);
+    if (ml_tree_report(t, cfg->report.kind, fd) != 0) say("cannot write the report: out of memory");
+    if (fd != STDERR_FILENO) close(fd);
+}
+
+/* Processes of the tree that ran without limits are never passed over in silence: one line at the
+ * end names them (the report, when asked for, has their rows). The command itself, warned about
+ * before it ran, is not named again. */
+static void warn_escapes(const ml_tree *t, int command_warned)
+{
+    char names[600] = "";
+    size_t n = 0, len = 0;
+    for (size_t i = 0; i < t->nrows; i++) {
+        const ml_tree_row *r = &t->rows[i];
+        if (r->serial != 0 && !r->escaped) continue;
+        if (r->pid == t->command_pid && command_warned) continue;
+        const char *argv = r->escaped ? r->escaped_argv : r->argv;
+        size_t argv_len = r->escaped ? r->escaped_len : r->argv_len;
+        size_t word = strnlen(argv, argv_len);
+        const char *slash = memrchr(argv, '/', word);
+        const char *base = slash != NULL ? slash + 1 : argv;
+        if (n++ < 4 && len < sizeof names - 80)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%spid %d (%.*s)",
+                                    n > 1 ? ", " : "", r->pid, (int)(argv + word - base), base);
+    }
+    if (n == 0) return;
+    say("warning: %zu process%s of the tree ran without limits (LD_PRELOAD dropped or ignored): "
+        "%s%s",
+        n, n == 1 ? "" : "es", names, n > 4 ? ", ..." : "");
+}
+
+/* Tree mode: the launcher stays, as the tree's parent and subreaper, until every process of the
+ * tree has ended; then it writes the tree's one report and ends as the tree did. */
+static ML_COLD __attribute__((noreturn)) void run_tree(const request *rq, const ml_config *cfg)
+{
+    ml_tree t;
+    memset(&t, 0, sizeof t);
+    t.command = rq->command;
+    t.heap = cfg->heap;
+    t.alloc = cfg->alloc;
+    t.on_heap = cfg->on_heap;
+    t.on_alloc = cfg->on_alloc;
+    t.preserve_status = rq->preserve_status;
+    t.measure = rq->measure;
+    t.verbose = cfg->verbose;
+    /* The report is the launcher's: the processes of the tree write none of their own. */
+    unsetenv("MEMLIMITS_REPORT");
+    /* CPython takes arenas for its small objects with mmap, where no limit sees them. */
+    t.pythonmalloc = getenv("PYTHONMALLOC");
+    if (t.pythonmalloc == NULL) {
+        if (setenv("PYTHONMALLOC", "malloc", 1) != 0)
+            die(ML_EXIT_CONFIG, "cannot set PYTHONMALLOC");
+        t.pythonmalloc = "malloc";
+        t.pythonmalloc_ours = 1;
+    }
+    if (cfg->verbose) {
+        say("tree mode: the limits bound the sum over every process %s starts (--per-process: "
+            "each its own); one report at the end",
+            rq->command[0]);
+        say("PYTHONMALLOC=%s (%s)", t.pythonmalloc,
+            t.pythonmalloc_ours ? "set by memlimit, so that CPython's small objects come from "
+                                  "malloc and the limits see them"
+                                : "yours, kept");
+    }
+    fflush(stderr);
+    char why[PATH_MAX + 256];
+    int status = ml_tree_run(&t, why, sizeof why);
+    if (status != 0) die(status, "%s", why);
+    if (cfg->verbose)
+        say("the tree's ledger: %u slots used at once at most, %llu processes could not attach",
+            t.slots_high_water, (unsigned long long)t.attach_failures);
+    int text_on_stderr = cfg->report.kind == ML_REPORT_TEXT && cfg->report.path[0] == '\0';
+    if (rq->measure && !text_on_stderr) {
+        char line[1024];
+        ml_tree_summary(&t, line, sizeof line);
+        fprintf(stderr, "%s\n", line);
+    }
+    if (cfg->report.kind != ML_REPORT_OFF) write_tree_report(&t, cfg);
+    warn_escapes(&t, rq->warned);
+    end_as(t.status);
+}
+
 int main(int argc, char **argv)
 {
     request rq = {0};
@@ -439,14 +600,24 @@ int main(int argc, char **argv)
     apply_json(&rq, json_value, sizeof json_value);
     find_library(library, sizeof library);
     ml_config cfg = export_environment(&rq, library);
+    if (rq.measure && rq.per_process)
+        die(ML_EXIT_CONFIG, "--measure sums over the tree: it cannot go with --per-process");
+    /* Inside another memlimit's tree, this command's processes leave it for limits of their own:
+     * a process attaches to one ledger only. */
+    if (cfg.ledger.fd >= 0)
+        say("warning: inside the process tree of memlimit pid %d: the processes of '%s' leave "
+            "its limits for these",
+            cfg.ledger.pid, rq.command[0]);
+    unsetenv("MEMLIMITS_LEDGER");
 
     const char *command = rq.command[0];
     if (ml_resolve_command(command, resolved, sizeof resolved) == 0) {
         check_report_path(&cfg, &rq);
-        ml_warn_unpreloadable(resolved, library);
+        rq.warned = ml_warn_unpreloadable(resolved, library) > 0;
     }
     if (cfg.verbose) say("LD_PRELOAD=%s; running %s", getenv("LD_PRELOAD"), command);
     fflush(stderr);
+    if (!rq.per_process) run_tree(&rq, &cfg);
 
     execvp(command, rq.command);
     int status = errno == ENOENT || errno == ENOTDIR ? ML_EXIT_NOT_FOUND : ML_EXIT_CANNOT_EXEC;

@@ -1,0 +1,54 @@
+/* The profiler (memprof.c): profiles with their own sampling streams per thread, tracked blocks
+ * and the tracker callbacks of include/memlimits.h. The slow path's hub calls it at each event
+ * (busy) to draw the samples of the allocation at hand and to arm the countdown; the entry
+ * points' slow halves call it (not busy) to place a sampled block, run the callbacks, and run
+ * the free callbacks queued on the thread. It calls nothing above it: the free of a tracked
+ * block reaches it through the upcall registered with the host (host_tracked.c). */
+#ifndef ML_MEMPROF_H
+#define ML_MEMPROF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memlimits.h"
+#include "thread.h"
+
+/* Nonzero once a profile was started in the process: until then the hub and the entry points
+ * skip the profiler with one load (no instruction of theirs runs without it). */
+extern int ml__memprof_started;
+#define ML_MEMPROF_STARTED() ML_UNLIKELY(ML_LOAD(&ml__memprof_started))
+
+/* At an event (busy): `before` bytes were allocated since the countdown was armed, then `n`
+ * (0 when the allocation is refused). Brings every profile's stream up to date and draws the
+ * samples of the n bytes; ml__memprof_sampled() then says whether any profile sampled them. */
+void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n);
+int ml__memprof_sampled(void);
+/* The countdown's memprof component: bytes up to the next sampled byte of any profile; ML_NONE
+ * when none runs or a callback runs. Busy. (Queued free callbacks make the next allocation an
+ * event by forcing it when they are queued.) */
+uint64_t ml__memprof_left(void);
+
+/* A block for a sampled allocation, in the tracked arena (NULL: none could be had; the caller
+ * then allocates an ordinary block and the samples are lost). */
+void *ml__memprof_block(size_t n, size_t align, int zero);
+/* Runs the alloc callbacks of the sampled block p (not busy). Returns p, or NULL when a callback
+ * refused it: p was then released. `ret` is the allocation's caller (callstacks start there). */
+void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret);
+/* realloc of p (tracked, or the new request sampled): moves the block, runs the callbacks.
+ * Returns the new block, or NULL (p untouched; errno ENOMEM). Not busy. */
+void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled);
+
+/* Free callbacks queued on this thread (the block was released inside jemalloc's free). */
+int ml__memprof_pending(void);
+/* Runs them, unless a callback is running on this thread (then they wait for its end). */
+void ml__memprof_drain(void);
+/* The calling thread exits (its last destructor round): queued callbacks run, kept blocks are
+ * released. */
+void ml__memprof_thread_exit(void);
+/* In a fork child: every profile and tracked block of the parent is forgotten. */
+void ml__memprof_fork_child(void);
+/* The calling thread's callstack, up to max frames, innermost first, starting at the frame that
+ * returns to `ret` (NULL: at the first frame outside memlimits). */
+unsigned ml__memprof_capture(void **frames, unsigned max, const void *ret);
+
+#endif

@@ -1,0 +1,534 @@
+/* The tracker API (include/memlimits.h, "Memprof") checked in a preloaded process: one check per
+ * run, named by argv[1]; prints "ok NAME" or "FAIL NAME: why" lines and exits with the number of
+ * failures. Statistical checks use fixed seeds (MEMLIMITS_SEED from the test) and bounds of five
+ * standard deviations of the distribution named in each check. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <memlimits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "say.h"
+
+void free_sized(void *p, size_t size);
+
+static int failures;
+static const char *check_name;
+
+#define EXPECT(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            failures++;                                                                            \
+            say("FAIL %s: ", check_name);                                                          \
+            say(__VA_ARGS__);                                                                      \
+            say("\n");                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* Keeps the compiler from eliding malloc/free pairs. */
+static void *volatile sink;
+
+/* ---- a counting tracker: every tracked block gets a serial number; its state is checked ---- */
+
+#define MAX_TRACKED 200000
+static unsigned char state[MAX_TRACKED]; /* 1: allocated, 2: freed, 3+: freed again */
+static long n_alloc, n_free, n_realloc, n_samples, bad;
+static pthread_t free_thread_seen;
+static __thread int inside;
+static int nested_seen;
+
+static void *count_alloc(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    if (inside) nested_seen++;
+    if (a->n_samples < 1 || a->block == NULL) bad++;
+    long id = __atomic_fetch_add(&n_alloc, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&n_samples, (long)a->n_samples, __ATOMIC_RELAXED);
+    if (id >= MAX_TRACKED) return NULL;
+    state[id] = 1;
+    return (void *)(intptr_t)(id + 2);
+}
+
+static void count_free(void *tracked, void *ctx)
+{
+    (void)ctx;
+    if (inside) nested_seen++;
+    long id = (long)(intptr_t)tracked - 2;
+    __atomic_fetch_add(&n_free, 1, __ATOMIC_RELAXED);
+    free_thread_seen = pthread_self();
+    if (id < 0 || id >= MAX_TRACKED || state[id] != 1)
+        bad++;
+    else
+        state[id] = 2;
+}
+
+static void *count_realloc(void *tracked, const ml_allocation *a, void *ctx)
+{
+    (void)ctx, (void)a;
+    __atomic_fetch_add(&n_realloc, 1, __ATOMIC_RELAXED);
+    return tracked;
+}
+
+static const ml_tracker counting = {count_alloc, count_realloc, count_free, NULL};
+
+static void flush_callbacks(void)
+{
+    sink = malloc(1); /* the thread's next allocation runs its queued free callbacks */
+    free(sink);
+    sink = malloc(1);
+    free(sink);
+}
+
+/* A block of n bytes carries Binomial(n, 1/gap) samples: N blocks of n bytes carry
+ * Binomial(N n, 1/gap) in all, and each is sampled with probability 1 - (1 - 1/gap)^n. */
+static void check_binomial(void)
+{
+    const double gap = 1000, n = 500, blocks = 20000;
+    ml_profile *p = ml_memprof_start((uint64_t)gap, 0, &counting);
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    for (int i = 0; i < (int)blocks; i++) {
+        sink = malloc((size_t)n);
+        free(sink);
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
+    double q = 1 - pow(1 - 1 / gap, n);
+    double mean_b = blocks * q, sd_b = sqrt(blocks * q * (1 - q));
+    /* The flush's two 1-byte blocks may add a sample or a block. */
+    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
+           n_samples, mean_s, 5 * sd_s);
+    EXPECT(fabs((double)n_alloc - mean_b) < 5 * sd_b + 2,
+           "sampled blocks %ld, expected %.0f +- %.0f", n_alloc, mean_b, 5 * sd_b);
+    EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
+    EXPECT(bad == 0, "%ld callbacks with bad arguments or states", bad);
+    say("samples %ld blocks %ld\n", n_samples, n_alloc);
+}
+
+/* Every way of freeing a tracked block gives exactly one free callback. */
+static void check_free_once(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &counting); /* every block is sampled */
+    for (int i = 0; i < 2000; i++) {
+        char *b = malloc(100 + (size_t)i);
+        b[0] = 1;
+        switch (i % 6) {
+        case 0:
+            free(b);
+            break;
+        case 1:
+            free_sized(b, 100 + (size_t)i);
+            break;
+        case 2:
+            b = realloc(b, 0);
+            break;
+        case 3: /* moved: the realloc callback, then one free of the new block */
+            b = realloc(b, 50000);
+            EXPECT(b != NULL && b[0] == 1, "realloc lost the contents");
+            free(b);
+            break;
+        case 4:
+            b = realloc(b, 60);
+            free(b);
+            break;
+        case 5: {
+            char *c = calloc(1, 70000);
+            EXPECT(c != NULL && c[69999] == 0, "calloc not zeroed");
+            free(c);
+            free(b);
+            break;
+        }
+        }
+    }
+    void *a = aligned_alloc(4096, 100);
+    EXPECT(((uintptr_t)a & 4095) == 0, "aligned_alloc misaligned");
+    free(a);
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    long twice = 0, never = 0;
+    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
+        if (state[i] == 1) never++;
+        if (state[i] > 2) twice++;
+    }
+    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
+           twice, bad);
+    EXPECT(n_realloc >= 666, "%ld realloc callbacks, expected >= 666", n_realloc);
+}
+
+static void *consumer(void *arg)
+{
+    void **blocks = arg;
+    for (int i = 0; i < 100; i++)
+        free(blocks[i]);
+    long before = n_free;
+    EXPECT(before == 0, "free callbacks ran before the freeing thread's next event: %ld", before);
+    flush_callbacks();
+    return NULL;
+}
+
+/* A tracked block freed by another thread: its free callback runs on that thread. */
+static void check_cross_thread(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    static void *blocks[100];
+    for (int i = 0; i < 100; i++)
+        blocks[i] = malloc(64);
+    pthread_t t;
+    pthread_create(&t, NULL, consumer, blocks);
+    pthread_join(t, NULL);
+    long missing = 0;
+    for (int i = 0; i < 100; i++)
+        missing += state[i] != 2;
+    EXPECT(missing == 0 && bad == 0, "%ld of the 100 blocks had no free callback", missing);
+    EXPECT(pthread_equal(free_thread_seen, t), "free callback ran on another thread");
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+}
+
+/* Inside a callback: allocations succeed, are counted, are not sampled; frees of tracked blocks
+ * get their callbacks after the running callback returns. */
+static void *victim;
+static long inner_counted;
+static void *inner_alloc(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    if (inside) nested_seen++;
+    inside = 1;
+    uint64_t before = ml_thread_allocated();
+    void *big = malloc(1 << 20);
+    if (big == NULL) bad++;
+    inner_counted += (long)(ml_thread_allocated() - before);
+    free(big);
+    if (victim != NULL) {
+        long f = n_free;
+        free(victim);
+        victim = NULL;
+        if (n_free != f) nested_seen++;
+    }
+    inside = 0;
+    return count_alloc(a, ctx);
+}
+
+static void check_in_callback(void)
+{
+    ml_tracker t = {inner_alloc, NULL, count_free, NULL};
+    ml_profile *p = ml_memprof_start(1, 0, &t);
+    victim = malloc(10);
+    for (int i = 0; i < 100; i++) {
+        sink = malloc(10);
+        free(sink);
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+    EXPECT(nested_seen == 0, "%d callbacks ran inside a callback", nested_seen);
+    EXPECT(bad == 0, "an allocation inside a callback failed");
+    EXPECT(n_alloc > 100 && n_alloc < 110, "%ld alloc callbacks for ~104 allocations", n_alloc);
+    EXPECT(inner_counted >= (long)n_alloc * (1 << 20), "allocations inside callbacks not counted");
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+}
+
+/* ML_MEMPROF_REFUSE: the allocation fails with ENOMEM, the block is released, the bytes are
+ * not counted. */
+static void *refuse_big(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    return a->size >= 5000 ? ML_MEMPROF_REFUSE : count_alloc(a, ctx);
+}
+
+static void check_refuse(void)
+{
+    ml_tracker t = {refuse_big, NULL, count_free, NULL};
+    ml_profile *p = ml_memprof_start(1, 0, &t);
+    uint64_t before = ml_thread_allocated();
+    errno = 0;
+    void *b = malloc(6000);
+    EXPECT(b == NULL && errno == ENOMEM, "malloc not refused (%p, errno %d)", b, errno);
+    EXPECT(ml_thread_allocated() == before, "a refused allocation was counted");
+    void *c = realloc(malloc(10), 8000);
+    EXPECT(c == NULL && errno == ENOMEM, "realloc not refused");
+    void *d = malloc(100);
+    EXPECT(d != NULL, "malloc(100) refused");
+    free(d);
+    flush_callbacks();
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+}
+
+/* stop: no alloc callback after it returns, free callbacks continue; discard: no callback. */
+static void check_stop_discard(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    static void *volatile kept, *volatile dropped;
+    kept = malloc(100);
+    dropped = malloc(100);
+    long allocs = n_alloc;
+    ml_memprof_stop(p);
+    sink = malloc(100);
+    free(sink);
+    flush_callbacks();
+    EXPECT(n_alloc == allocs, "alloc callback after stop");
+    free(kept);
+    flush_callbacks();
+    EXPECT(n_free == 1, "free callbacks after stop: %ld, expected 1", n_free);
+    ml_memprof_discard(p);
+    free(dropped);
+    flush_callbacks();
+    EXPECT(n_free == 1, "free callback after discard");
+    EXPECT(ml_memprof_start(0, 0, &counting) == NULL && errno == EINVAL, "gap 0 accepted");
+    ml_profile *all[ML_MEMPROF_MAX + 1];
+    int started = 0;
+    for (int i = 0; i <= ML_MEMPROF_MAX; i++)
+        if ((all[i] = ml_memprof_start(1000, 0, &counting)) != NULL) started++;
+    EXPECT(started == ML_MEMPROF_MAX && errno == EAGAIN, "%d profiles at once", started);
+    for (int i = 0; i < started; i++)
+        ml_memprof_discard(all[i]);
+}
+
+/* Two profiles with different gaps sample independently, each at its own rate. */
+static long a_samples, b_samples;
+static void *count_a(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    a_samples += (long)a->n_samples;
+    return NULL;
+}
+static void *count_b(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    b_samples += (long)a->n_samples;
+    return NULL;
+}
+
+static void check_two_profiles(void)
+{
+    ml_tracker ta = {count_a, NULL, NULL, NULL}, tb = {count_b, NULL, NULL, NULL};
+    ml_profile *a = ml_memprof_start(1000, 0, &ta), *b = ml_memprof_start(20000, 0, &tb);
+    double bytes = 0;
+    for (int i = 0; i < 100000; i++) {
+        size_t n = 16 + (size_t)(i % 400);
+        sink = malloc(n);
+        free(sink);
+        bytes += (double)n;
+    }
+    ml_memprof_discard(a);
+    ml_memprof_discard(b);
+    double ma = bytes / 1000, mb = bytes / 20000;
+    EXPECT(fabs(a_samples - ma) < 5 * sqrt(ma) + 2, "gap 1000: %ld samples, expected %.0f",
+           a_samples, ma);
+    EXPECT(fabs(b_samples - mb) < 5 * sqrt(mb) + 2, "gap 20000: %ld samples, expected %.0f",
+           b_samples, mb);
+}
+
+/* A forked child inherits no profile. */
+static void check_fork(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    static void *volatile parent_block;
+    parent_block = malloc(100);
+    long allocs = n_alloc, frees = n_free;
+    pid_t pid = fork();
+    if (pid == 0) {
+        free(parent_block);
+        for (int i = 0; i < 100; i++) {
+            sink = malloc(100);
+            free(sink);
+        }
+        flush_callbacks();
+        _exit(n_alloc == allocs && n_free == frees ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0, "callbacks ran in the child");
+    free(parent_block);
+    flush_callbacks();
+    EXPECT(allocs >= 1 && state[allocs - 1] == 2, "the parent's free callback is lost");
+    ml_memprof_discard(p);
+}
+
+/* A thread created after start is covered. */
+static void *late_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++) {
+        sink = malloc(100);
+        free(sink);
+    }
+    flush_callbacks();
+    return NULL;
+}
+
+static void check_later_thread(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    long before = n_alloc;
+    pthread_t t;
+    pthread_create(&t, NULL, late_thread, NULL);
+    pthread_join(t, NULL);
+    EXPECT(n_alloc - before >= 100, "the new thread's allocations were not sampled");
+    ml_memprof_discard(p);
+}
+
+/* The callstack starts at the allocation's caller. */
+static void *frame0;
+static unsigned frames_len;
+static void *stack_alloc(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    frames_len = a->callstack_len;
+    frame0 = a->callstack_len ? a->callstack[0] : NULL;
+    return NULL;
+}
+
+__attribute__((noinline)) static void *allocation_site(void)
+{
+    void *p = malloc(1000);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+static void check_callstack(void)
+{
+    ml_tracker t = {stack_alloc, NULL, NULL, NULL};
+    ml_profile *p = ml_memprof_start(1, 16, &t);
+    void *b = allocation_site();
+    free(b);
+    ml_memprof_discard(p);
+    uintptr_t site = (uintptr_t)allocation_site, f = (uintptr_t)frame0;
+    EXPECT(frames_len >= 2 && frames_len <= 16, "callstack of %u frames", frames_len);
+    EXPECT(f > site && f < site + 64, "frame 0 %p is not in allocation_site %p", frame0,
+           (void *)site);
+}
+
+/* memprof-limits on the tracker API: an allocation limit estimated from the samples (each
+ * sample stands for `gap` bytes) refuses allocations past the budget. */
+static const uint64_t budget = 20 << 20, limit_gap = 10000;
+static uint64_t estimated;
+static void *limit_alloc(const ml_allocation *a, void *ctx)
+{
+    (void)ctx;
+    estimated += a->n_samples * limit_gap;
+    return estimated > budget ? ML_MEMPROF_REFUSE : NULL;
+}
+
+static void check_limits_client(void)
+{
+    ml_tracker t = {limit_alloc, NULL, NULL, NULL};
+    ml_profile *p = ml_memprof_start(limit_gap, 0, &t);
+    uint64_t done = 0;
+    void *b;
+    while ((b = malloc(1000)) != NULL) {
+        free(b);
+        done += 1000;
+    }
+    ml_memprof_discard(p);
+    /* Refused at the sample that crossed: bytes ~ Gamma; sd ~ gap * sqrt(budget / gap). */
+    double sd = (double)limit_gap * sqrt((double)budget / (double)limit_gap);
+    EXPECT(fabs((double)done - (double)budget) < 5 * sd + 1000,
+           "refused after %llu bytes; budget %llu +- %.0f", (unsigned long long)done,
+           (unsigned long long)budget, 5 * sd);
+}
+
+/* Tracked blocks are counted in the live heap at their own size: after a profiled churn whose
+ * blocks are all freed, the live heap is back where it was, but for the freed tracked blocks a
+ * thread keeps for reuse (at most 16 of at most 14 KiB). */
+static void check_accounting(void)
+{
+    flush_callbacks();
+    uint64_t before = ml_heap_live();
+    ml_profile *p = ml_memprof_start(500, 0, &counting);
+    static void *ring[64];
+    for (int i = 0; i < 200000; i++) {
+        int k = i & 63;
+        free(ring[k]);
+        ring[k] = malloc(16 + (size_t)(i * 7919) % 9000);
+    }
+    uint64_t during = ml_heap_live();
+    for (int k = 0; k < 64; k++)
+        free(ring[k]);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    uint64_t after = ml_heap_live();
+    EXPECT(during < before + 64 * 16384 + (1 << 20), "live heap %llu during, %llu before",
+           (unsigned long long)during, (unsigned long long)before);
+    EXPECT(after < before + 16 * 14336 + 65536 && after + 65536 > before,
+           "live heap %llu after, %llu before", (unsigned long long)after,
+           (unsigned long long)before);
+    EXPECT(n_alloc > 1000 && n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+}
+
+/* stop and discard from another thread than the one that started the profile; alloc callbacks
+ * run on the allocating thread. */
+static pthread_t alloc_thread_seen;
+static void *thread_alloc(const ml_allocation *a, void *ctx)
+{
+    alloc_thread_seen = pthread_self();
+    return count_alloc(a, ctx);
+}
+
+static void *stopper(void *arg)
+{
+    ml_memprof_stop(arg);
+    ml_memprof_discard(arg);
+    return NULL;
+}
+
+static void check_other_thread(void)
+{
+    ml_tracker t = {thread_alloc, NULL, count_free, NULL};
+    ml_profile *p = ml_memprof_start(1, 0, &t);
+    static void *volatile kept;
+    kept = malloc(100);
+    EXPECT(pthread_equal(alloc_thread_seen, pthread_self()), "alloc callback on another thread");
+    pthread_t th;
+    pthread_create(&th, NULL, stopper, p);
+    pthread_join(th, NULL);
+    long allocs = n_alloc, frees = n_free;
+    free(kept);
+    for (int i = 0; i < 100; i++) {
+        sink = malloc(100);
+        free(sink);
+    }
+    flush_callbacks();
+    EXPECT(n_alloc == allocs && n_free == frees, "callbacks after a discard from another thread");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } checks[] = {
+        {"binomial", check_binomial},
+        {"free_once", check_free_once},
+        {"cross_thread", check_cross_thread},
+        {"in_callback", check_in_callback},
+        {"refuse", check_refuse},
+        {"stop_discard", check_stop_discard},
+        {"two_profiles", check_two_profiles},
+        {"fork", check_fork},
+        {"later_thread", check_later_thread},
+        {"callstack", check_callstack},
+        {"limits_client", check_limits_client},
+        {"accounting", check_accounting},
+        {"other_thread", check_other_thread},
+    };
+    if (argc != 2) return 100;
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        if (strcmp(argv[1], checks[i].name) != 0) continue;
+        check_name = checks[i].name;
+        checks[i].fn();
+        if (failures == 0) say("ok %s\n", check_name);
+        return failures;
+    }
+    say("unknown check %s\n", argv[1]);
+    return 100;
+}

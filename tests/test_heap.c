@@ -1,0 +1,502 @@
+/* The heap cap and its bound (README "Accounting").
+ *
+ * Unit tests of lib/heap.c, in process: fake threads (ml_thread structs whose jemalloc counters
+ * are the test's own variables) flushed and admitted directly.
+ *
+ * Child-process tests, measured on the blocks themselves: each target sums malloc_usable_size
+ * of the blocks it holds, adds the live heap it started from (read while no other thread
+ * allocates, when ml_heap_live is exact), and the test compares that with the cap. Target
+ * programs: tests/targets/heap_*.c, run preloaded. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "child.h"
+#include "heap.h"
+#include "host.h"
+
+#define KIB ((uint64_t)1 << 10)
+#define MIB ((uint64_t)1 << 20)
+
+/* The bound of README "Accounting": after its last checked event a thread allocates at most one
+ * flush interval of charged units (n + 1 per request of n bytes) before its next check; a block
+ * of n bytes takes at most RATIO(n) = usable(n) / (n + 1) bytes of heap per unit (8 at most, for
+ * n = 0). The interval is FLUSH_NEAR units when the thread armed it within the near zone of the
+ * cap, FLUSH_FAR units otherwise. */
+#define FLUSH_NEAR (16 * KIB)
+#define FLUSH_FAR (256 * KIB)
+/* The near zone: ZONE per registered thread, plus one. */
+#define ZONE (2 * MIB)
+
+/* Heap bytes per charged unit for requests of n bytes. */
+static double ratio(size_t n)
+{
+    return (double)mlje_nallocx(n ? n : 1, 0) / (double)(n + 1);
+}
+
+/* --- lib/heap.c in process ------------------------------------------------------------------- */
+
+/* Fake threads: their jemalloc counters are these variables. Each test runs in its own process,
+ * so the heap's globals start at zero. */
+static uint64_t fake_allocated[4], fake_deallocated[4];
+static ml_thread fakes[4];
+
+static ml_thread *fake(int i, uint64_t flush_left)
+{
+    ml_thread *t = &fakes[i];
+    memset(t, 0, sizeof *t);
+    t->state = ML_THREAD_READY;
+    t->je_allocated = &fake_allocated[i];
+    t->je_deallocated = &fake_deallocated[i];
+    t->flush_left = flush_left;
+    return t;
+}
+
+Test(heap_unit, flush_adds_balance_changes_and_the_peak_keeps_the_highest_sum)
+{
+    ml_thread *a = fake(0, 0), *b = fake(1, 0);
+    fake_allocated[0] = 1000;
+    ml__heap_flush(a);
+    cr_expect_eq(ml__heap_live(), 1000);
+    fake_deallocated[0] = 400;
+    ml__heap_flush(a);
+    cr_expect_eq(ml__heap_live(), 600);
+    cr_expect_eq(ml__heap_peak(), 1000);
+    fake_allocated[0] = 3000;
+    ml__heap_flush(a);
+    cr_expect_eq(ml__heap_live(), 2600);
+    cr_expect_eq(ml__heap_peak(), 2600);
+    /* b frees a's blocks: b's balance goes below zero, and the sum down. */
+    fake_deallocated[1] = 2000;
+    ml__heap_flush(b);
+    cr_expect_eq(ml__heap_live(), 600);
+    cr_expect_eq(ml__heap_peak(), 2600);
+    /* A second flush with nothing new changes nothing. */
+    ml__heap_flush(a);
+    ml__heap_flush(b);
+    cr_expect_eq(ml__heap_live(), 600);
+}
+
+Test(heap_unit, far_below_the_cap_a_request_inside_the_interval_is_admitted_without_a_flush)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 100000);
+    fake_allocated[0] = 50000; /* not flushed yet */
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 0, "the far shortcut flushed");
+    cr_expect_eq(t->flush_left, 100000, "the far shortcut re-armed the interval");
+    cr_expect_eq(t->heap_reserved, 0);
+}
+
+Test(heap_unit, the_request_that_ends_an_interval_flushes_reserves_its_block_and_arms_the_next)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 1000);
+    fake_allocated[0] = 50000;
+    /* 1000 bytes are 1001 units: more than the 1000 left. */
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(t->heap_reserved, 1024, "malloc(1000) gets 1024 usable bytes");
+    cr_expect_eq(ml__heap_live(), 50000 + 1024);
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR);
+    /* jemalloc allocates the block; the flush after it settles the reservation. */
+    fake_allocated[0] += 1024;
+    ml__heap_flush(t);
+    cr_expect_eq(t->heap_reserved, 0);
+    cr_expect_eq(ml__heap_live(), 50000 + 1024);
+}
+
+Test(heap_unit, the_interval_is_counted_in_units_so_zero_byte_requests_end_it)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 1);
+    fake_allocated[0] = 8000; /* a thousand malloc(0), 8 usable bytes each */
+    cr_expect(ml__heap_admit(t, 0, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 8000 + 8, "malloc(0) is one unit, the last one left");
+}
+
+Test(heap_unit, near_the_cap_every_event_flushes_and_arms_the_near_interval)
+{
+    ml__heap_set_cap(ZONE); /* within the zone of one thread from the start */
+    ml_thread *t = fake(0, 100000);
+    fake_allocated[0] = 500000;
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 500000 + 1024);
+    cr_expect_eq(t->flush_left, ML_FLUSH_NEAR);
+}
+
+Test(heap_unit, the_heap_coming_near_ends_a_far_interval_at_the_next_event)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 100000), *other = fake(1, 0);
+    fake_allocated[1] = 63 * MIB; /* another thread's flush takes the sum within the zone */
+    ml__heap_flush(other);
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(t->heap_reserved, 1024, "the request was not checked");
+    cr_expect_eq(t->flush_left, ML_FLUSH_NEAR);
+}
+
+Test(heap_unit, a_request_past_the_cap_is_refused_and_the_next_one_checked)
+{
+    ml__heap_set_cap(MIB);
+    ml_thread *t = fake(0, 100000);
+    fake_allocated[0] = MIB - 512;
+    cr_expect_not(ml__heap_admit(t, 1000, 0, NULL), "1024 bytes more than the cap admitted");
+    cr_expect_eq(ml__heap_live(), MIB - 512, "refused, yet flushed and nothing reserved");
+    cr_expect_eq(t->heap_reserved, 0);
+    cr_expect_eq(t->flush_left, 0, "after a refusal the next allocation must be an event");
+    /* Exactly up to the cap: 500 bytes get 512. */
+    cr_expect(ml__heap_admit(t, 500, 0, NULL));
+    cr_expect_eq(ml__heap_live(), MIB);
+}
+
+Test(heap_unit, two_threads_cannot_both_take_the_same_room)
+{
+    /* The block admitted to one thread is in the sum before jemalloc allocates it. */
+    ml__heap_set_cap(MIB);
+    ml_thread *a = fake(0, 0), *b = fake(1, 0);
+    cr_expect(ml__heap_admit(a, 600000, 0, NULL));
+    cr_expect_not(ml__heap_admit(b, 600000, 0, NULL), "two blocks of 640 KiB under a 1 MiB cap");
+    /* a's allocation failed in jemalloc: its reservation goes back, and b fits. */
+    ml__heap_flush(a);
+    cr_expect_eq(ml__heap_live(), 0);
+    cr_expect(ml__heap_admit(b, 600000, 0, NULL));
+}
+
+Test(heap_unit, realloc_near_the_cap_counts_the_old_block_out)
+{
+    const uint64_t cap = 16 * MIB;
+    ml__heap_set_cap(cap);
+    void *old = mlje_malloc(cap / 10 * 6);
+    cr_assert_not_null(old);
+    ml_thread *t = fake(0, 0);
+    fake_allocated[0] = mlje_malloc_usable_size(old);
+    ml__heap_flush(t);
+    cr_expect(ml__heap_admit(t, cap / 10 * 9, 0, old),
+              "60%% of the cap realloc'ed to 90%% refused");
+    cr_expect_eq(t->heap_reserved,
+                 (int64_t)mlje_nallocx(cap / 10 * 9, 0) - (int64_t)mlje_malloc_usable_size(old));
+    /* Without the old block given back it would not fit. */
+    ml_thread *u = fake(1, 0);
+    cr_expect_not(ml__heap_admit(u, cap / 10 * 9, 0, NULL));
+    mlje_free(old);
+}
+
+Test(heap_unit, alignments_above_16_are_always_checked)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 100000);
+    cr_expect(ml__heap_admit(t, 0, 4096, NULL));
+    cr_expect_eq(t->heap_reserved, 4096, "memalign(4096, 0) takes a 4096-byte block");
+    ml__heap_flush(t);
+    cr_expect(ml__heap_admit(t, 0, 16, NULL));
+    cr_expect_eq(t->heap_reserved, 0, "alignment 16 is malloc's: the far shortcut");
+}
+
+Test(heap_unit, while_a_global_memory_task_runs_every_event_flushes)
+{
+    ml_thread *t = fake(0, 100000);
+    ml__heap_watch(+1);
+    fake_allocated[0] = 4096;
+    cr_expect(ml__heap_admit(t, 100, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 4096);
+    cr_expect_leq(t->flush_left, ML_FLUSH_WATCHED);
+    ml__heap_watch(-1);
+}
+
+/* A registered thread flushes itself in a loop while the test thread reconciles in a loop: a
+ * reconcile must never leave the sum below what the thread's last completed flush put in it (the
+ * thread only allocates). Before the flush lock, a reconcile that read the counters before a
+ * flush could store its older balance after it. */
+static uint64_t race_allocated;
+static volatile uint64_t race_published, race_flushes;
+static volatile int race_stop;
+
+static void hook_noop(ml_thread *t)
+{
+    (void)t;
+}
+
+static void fork_noop(int multithreaded)
+{
+    (void)multithreaded;
+}
+
+static const ml_thread_hooks noop_hooks = {hook_noop, hook_noop, fork_noop};
+
+static void *race_owner(void *arg)
+{
+    (void)arg;
+    ml_thread *t = &ml__self;
+    t->busy = 1;
+    ml__thread_register(t);
+    t->je_allocated = &race_allocated;
+    t->je_deallocated = &fake_deallocated[3];
+    t->seen_allocated = t->seen_deallocated = 0;
+    ml__heap_flush(t);
+    __atomic_store_n(&race_published, 1, __ATOMIC_RELEASE);
+    while (!race_stop) {
+        __atomic_add_fetch(&race_allocated, 1000, __ATOMIC_RELEASE);
+        ml__heap_flush(t);
+        __atomic_store_n(&race_published, __atomic_load_n(&race_allocated, __ATOMIC_ACQUIRE),
+                         __ATOMIC_RELEASE);
+        race_flushes++;
+    }
+    t->busy = 0;
+    return NULL;
+}
+
+Test(heap_unit, a_reconcile_never_undoes_a_newer_flush)
+{
+    cr_assert_eq(ml__thread_setup_key(&noop_hooks), 0);
+    pthread_t owner;
+    cr_assert_eq(pthread_create(&owner, NULL, race_owner, NULL), 0);
+    while (__atomic_load_n(&race_published, __ATOMIC_ACQUIRE) == 0) {
+    }
+    /* Until the owner has flushed 30 million times while this thread reconciled (the two overlap
+     * only when both are on a core), at most a billion reconciles. */
+    uint64_t worst = 0, reconciles = 0;
+    for (; reconciles < 1000000000 && race_flushes < 30000000; reconciles++) {
+        ml__heap_reconcile();
+        uint64_t flushed = __atomic_load_n(&race_published, __ATOMIC_ACQUIRE);
+        uint64_t live = ml__heap_live();
+        if (live < flushed && flushed - live > worst) worst = flushed - live;
+    }
+    race_stop = 1;
+    pthread_join(owner, NULL);
+    cr_log_info("%llu reconciles against %llu flushes", (unsigned long long)reconciles,
+                (unsigned long long)race_flushes);
+    cr_expect_eq(worst, 0, "the sum fell %llu bytes below the thread's last flush",
+                 (unsigned long long)worst);
+}
+
+#define HANG_GUARD_S 120
+
+static void run(const char *name, const char *const *args, const char *const *env, ml_child *c)
+{
+    char target[4096];
+    const char *argv[16] = {target};
+    snprintf(target, sizeof target, "%s", ml_test_target(name));
+    for (int i = 0; args != NULL && args[i] != NULL && i < 14; i++)
+        argv[i + 1] = args[i];
+    cr_assert_eq(ml_child_run(argv, env, 1, NULL, HANG_GUARD_S, c), 0, "cannot start %s", target);
+    cr_assert(c->exited && c->status == 0, "%s: status %d signal %d\nstdout:\n%s\nstderr:\n%s",
+              name, c->status, c->signal, c->out, c->err);
+}
+
+/* The signed number after "key " at the start of a line of `text`; fails the test if absent. */
+static long long field(const char *text, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, key, len) == 0 && line[len] == ' ') return strtoll(line + len + 1, 0, 10);
+        line = strchr(line, '\n');
+        if (line != NULL) line++;
+    }
+    cr_assert_fail("no '%s' in output:\n%s", key, text);
+    return 0;
+}
+
+/* --- Issue 9: many threads released together behind a barrier ------------------------------- */
+
+/* Runs heap_fill: `threads` threads, `rounds` rounds, requests of `size` ("mix": sizes 0 to
+ * 70000), under `cap` bytes, and asserts in every round: the live heap (baseline + the blocks'
+ * usable sizes) is at most cap + threads * ratio * F, and above the cap minus the largest block
+ * (the refusals were right: each came after an exact reconcile); every thread stopped on
+ * ENOMEM. F is FLUSH_NEAR when the cap is within the near zone of an empty heap (the threads,
+ * the main thread and one more, ZONE each), so that every interval is armed near; FLUSH_FAR
+ * otherwise: a thread descheduled in the middle of a far interval may resume it at the cap.
+ * `sample`: MEMLIMITS_SAMPLE; at 1T the sampler makes no events, so the threads run their whole
+ * flush intervals unchecked: the worst case. */
+static void fill(int threads, int rounds, const char *size, uint64_t cap, const char *sample)
+{
+    char nthreads[16], nrounds[16], heap[64], mean[64];
+    snprintf(nthreads, sizeof nthreads, "%d", threads);
+    snprintf(nrounds, sizeof nrounds, "%d", rounds);
+    snprintf(heap, sizeof heap, "MEMLIMITS_HEAP=%llu", (unsigned long long)cap);
+    snprintf(mean, sizeof mean, "MEMLIMITS_SAMPLE=%s", sample);
+    const char *args[] = {nthreads, nrounds, size, "20240509", NULL};
+    const char *env[] = {heap, mean, "MEMLIMITS_SEED=7", NULL};
+    ml_child c;
+    run("heap_fill", args, env, &c);
+    double rho = strcmp(size, "mix") == 0 ? 8.0 : ratio(strtoull(size, NULL, 10));
+    uint64_t interval = cap <= (uint64_t)(threads + 2) * ZONE ? FLUSH_NEAR : FLUSH_FAR;
+    long long bound = (long long)(threads * rho * (double)interval);
+    long long max_excess = field(c.out, "max_excess"), min_excess = field(c.out, "min_excess");
+    cr_log_info("%d threads, %s-byte requests, cap %llu: %lld rounds, excess %lld..%lld, "
+                "bound %lld",
+                threads, size, (unsigned long long)cap, field(c.out, "rounds"), min_excess,
+                max_excess, bound);
+    cr_expect_eq(field(c.out, "rounds"), rounds);
+    cr_expect_leq(max_excess, bound,
+                  "%d threads, %s-byte requests: the live heap went %lld bytes past the cap "
+                  "%llu; bound %lld (%d threads x %.3f x %llu units)\n%s",
+                  threads, size, max_excess, (unsigned long long)cap, bound, threads, rho,
+                  (unsigned long long)interval, c.out);
+    cr_expect_gt(min_excess, -field(c.out, "max_usable"), "refused %lld bytes below the cap\n%s",
+                 -min_excess, c.out);
+    cr_expect_eq(field(c.out, "bad"), 0, "a thread stopped without ENOMEM\n%s", c.out);
+    ml_child_free(&c);
+}
+
+Test(heap, cap_holds_for_2_threads_released_together)
+{
+    fill(2, 2000, "1000", 4 * MIB, "1T");
+}
+
+Test(heap, cap_holds_for_4_threads_released_together)
+{
+    fill(4, 1500, "1000", 4 * MIB, "1T");
+}
+
+Test(heap, cap_holds_for_8_threads_released_together)
+{
+    fill(8, 1000, "1000", 4 * MIB, "1T");
+}
+
+Test(heap, cap_holds_for_16_threads_released_together)
+{
+    fill(16, 600, "1000", 4 * MIB, "1T");
+}
+
+Test(heap, cap_holds_for_mixed_sizes_zero_included)
+{
+    fill(2, 150, "mix", 4 * MIB, "80000");
+    fill(4, 150, "mix", 4 * MIB, "80000");
+    fill(8, 100, "mix", 4 * MIB, "1T");
+    fill(16, 100, "mix", 4 * MIB, "1T");
+}
+
+Test(heap, cap_holds_in_the_issue_setting_64M)
+{
+    /* The issue's runs: 4 and 8 threads of malloc(1000) under 64M, default sampler. Here the
+     * threads start far from the cap and cross the near zone on the way. */
+    fill(4, 12, "1000", 64 * MIB, "80000");
+    fill(8, 12, "1000", 64 * MIB, "80000");
+}
+
+/* --- Issue 9, item 7: request sizes, zero included -------------------------------------------- */
+
+/* One thread calls malloc(size) until it fails (at most 20,000,000 times) under a 4 MiB cap:
+ * it must fail with ENOMEM, and the live heap must stay within ratio(size) * FLUSH_NEAR of the
+ * cap and above the cap minus one block. */
+static void single_size(size_t size)
+{
+    char arg[32];
+    snprintf(arg, sizeof arg, "%zu", size);
+    const char *args[] = {"size", arg, "20000000", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=4M", "MEMLIMITS_SAMPLE=1T", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    long long cap = field(c.out, "cap"), live = field(c.out, "base") + field(c.out, "usable");
+    long long bound = (long long)(ratio(size) * (double)FLUSH_NEAR);
+    cr_expect_eq(field(c.out, "failed"), 1,
+                 "%zu-byte requests never failed: %lld blocks, %lld "
+                 "bytes live under a %lld-byte cap",
+                 size, field(c.out, "blocks"), live, cap);
+    cr_expect_eq(field(c.out, "errno"), ENOMEM);
+    cr_expect_leq(live - cap, bound, "%zu-byte requests: %lld bytes past the cap (bound %lld)\n%s",
+                  size, live - cap, bound, c.out);
+    cr_expect_gt(live - cap, -(long long)mlje_nallocx(size ? size : 1, 0), "refused early\n%s",
+                 c.out);
+    ml_child_free(&c);
+}
+
+Test(heap, zero_byte_requests_are_held_by_the_cap)
+{
+    single_size(0);
+}
+
+Test(heap, small_requests_are_held_by_the_cap)
+{
+    single_size(1);
+    single_size(8);
+    single_size(16);
+    single_size(17);
+    single_size(1000);
+}
+
+/* Aligned requests are charged their alignment on top of n + 1 (engine.h's
+ * ml__charge_aligned), so a block jemalloc rounds up to the alignment or to its 16 KiB large
+ * class is bound by the near interval like any other: at most ratio_aligned units per byte. */
+static void single_aligned(size_t size, size_t align)
+{
+    char arg[32], arg_align[32];
+    snprintf(arg, sizeof arg, "%zu", size);
+    snprintf(arg_align, sizeof arg_align, "%zu", align);
+    const char *args[] = {"aligned", arg, arg_align, "20000000", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=4M", "MEMLIMITS_SAMPLE=1T", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    long long cap = field(c.out, "cap"), live = field(c.out, "base") + field(c.out, "usable");
+    long long blocks = field(c.out, "blocks");
+    cr_assert_gt(blocks, 0, "%s", c.out);
+    /* Heap bytes per charged unit for these requests, from the blocks themselves. */
+    double ratio_aligned =
+        (double)field(c.out, "usable") / (double)blocks / (double)(size + 1 + align);
+    long long bound = (long long)(ratio_aligned * (double)FLUSH_NEAR);
+    cr_expect_eq(field(c.out, "failed"), 1,
+                 "posix_memalign(%zu, %zu) never failed: %lld blocks, %lld bytes live under a "
+                 "%lld-byte cap",
+                 align, size, blocks, live, cap);
+    cr_expect_eq(field(c.out, "errno"), ENOMEM);
+    cr_expect_leq(live - cap, bound,
+                  "posix_memalign(%zu, %zu): %lld bytes past the cap (bound %lld)\n%s", align, size,
+                  live - cap, bound, c.out);
+    ml_child_free(&c);
+}
+
+Test(heap, aligned_requests_are_held_by_the_cap)
+{
+    single_aligned(0, 4096);
+    single_aligned(0, 64);
+    single_aligned(100, 4096);
+    single_aligned(5000, 8192);
+}
+
+/* A thread that armed a far interval and then stayed idle while another filled the heap can
+ * still allocate that interval unchecked: the far term of the bound (README). */
+Test(heap, a_thread_idle_since_far_from_the_cap_stays_within_the_far_bound)
+{
+    const char *args[] = {"idle", "1000", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=8M", "MEMLIMITS_SAMPLE=1T", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    long long cap = field(c.out, "cap");
+    long long live = field(c.out, "base") + field(c.out, "main") + field(c.out, "idle");
+    long long bound = (long long)(ratio(1000) * (double)(FLUSH_FAR + FLUSH_NEAR));
+    cr_expect_leq(live - cap, bound, "%lld bytes past the cap (bound %lld)\n%s", live - cap, bound,
+                  c.out);
+    ml_child_free(&c);
+}
+
+/* --- Admission (mutation targets of ml__heap_admit) ------------------------------------------- */
+
+Test(heap, realloc_growing_a_large_block_near_the_cap_counts_the_old_block_out)
+{
+    /* 60% of the cap held, realloc'ed to 90%: 90% fits once the old block is given back. */
+    const char *args[] = {"realloc", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=16M", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    cr_expect_not_null(strstr(c.out, "realloc ok errno 0 kept 1\n"), "%s", c.out);
+    ml_child_free(&c);
+}
+
+Test(heap, frees_by_another_live_thread_are_seen_before_refusing)
+{
+    /* The freeing thread stays alive and makes no allocation, so its frees reach the live heap
+     * only through the reconcile that precedes any refusal. */
+    const char *args[] = {"free_elsewhere", NULL};
+    const char *env[] = {"MEMLIMITS_HEAP=16M", NULL};
+    ml_child c;
+    run("heap_cases", args, env, &c);
+    cr_expect_geq(field(c.out, "blocks"), 12, "%s", c.out);
+    cr_expect_not_null(strstr(c.out, "again ok errno 0\n"), "%s", c.out);
+    ml_child_free(&c);
+}
