@@ -8,8 +8,10 @@
 #ifndef MEMLIMITS_H
 #define MEMLIMITS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,12 +33,16 @@ extern "C" {
 #define ML_UNLIMITED UINT64_MAX
 
 /* The status table: code, name, description. Non-negative codes say why a task ended;
- * negative codes are errors. ml_strstatus() is generated from it. */
+ * negative codes are errors. ml_strstatus() is generated from it. Codes never change meaning;
+ * new ones are added at the end of their sign. What ml_run returns for which level's limit is
+ * said at ml_run. */
 #define ML_STATUS_MAP(X)                                                                           \
     X(ML_OK, 0, "success")                                                                         \
     X(ML_MEMORY_LIMIT, 1, "the global memory limit was exceeded")                                  \
     X(ML_ALLOCATION_LIMIT, 2, "the task's allocation limit was exceeded")                          \
     X(ML_TOKEN, 3, "the task's token was set")                                                     \
+    X(ML_OUTER_LIMIT, 4, "a limit of an enclosing task fired")                                     \
+    X(ML_HEAP_CAP, 5, "an allocation of the task was refused by the process heap cap")             \
     X(ML_EINVAL, -1, "invalid argument")                                                           \
     X(ML_ENOTACTIVE, -2, "memlimits does not own malloc in this process")                          \
     X(ML_ESIGNAL, -3, "the wake-up signal is unavailable: the program handles it")                 \
@@ -90,7 +96,9 @@ ML_API uint64_t ml_heap_peak(void);
  * new and new[] (the size they are asked for; a zero-byte request counts 0). Not counted:
  * allocations refused by a limit, and allocations of 1 MiB or more that fail for lack of memory (a
  * smaller one that fails that way may be counted). Thread-safe (it reads only the caller's state)
- * and async-signal-safe. */
+ * and async-signal-safe: the thread's own signal handlers cannot tear the read, and in a handler
+ * that interrupted one of the thread's allocations inside memlimits, it is the count as of the
+ * thread's last accounting event (it lags, never runs ahead). */
 ML_API uint64_t ml_thread_allocated(void);
 
 /* ------------------------------------------------------------------------------------------
@@ -167,11 +175,13 @@ typedef struct ml_stats {
     /* Tasks: ml_run (and its shorthands) counted when it returns the task's outcome; calls that
      * return an error ran no task and are not counted, nor is a task whose function left its
      * thread (pthread_exit). A nested task counts on its own. */
-    uint64_t tasks_run;                    /* the sum of the four counts below */
+    uint64_t tasks_run;                    /* the sum of the six counts below */
     uint64_t tasks_ok;                     /* returned ML_OK */
     uint64_t tasks_interrupted_memory;     /* returned ML_MEMORY_LIMIT */
     uint64_t tasks_interrupted_allocation; /* returned ML_ALLOCATION_LIMIT */
     uint64_t tasks_interrupted_token;      /* returned ML_TOKEN */
+    uint64_t tasks_interrupted_outer;      /* returned ML_OUTER_LIMIT */
+    uint64_t tasks_heap_cap;               /* returned ML_HEAP_CAP */
 } ml_stats;
 
 /* An initialiser of an ml_stats ready for ml_stat and ml_quick_stat: `size` set, every other
@@ -207,13 +217,27 @@ ML_API void ml_quick_stat(ml_stats *out);
 ML_API void ml_print_stats(int fd);
 
 /* ------------------------------------------------------------------------------------------
- * Tokens. A token is a flag that, once set, interrupts every task running with it. Tokens live
- * in memory memlimits never returns to the system, so a destroyed token is detected (and
- * refused) instead of crashing, until its slot is reused by a later ml_token_create.
+ * Tokens. A token is a flag that, once set, interrupts every task running with it.
+ *
+ * Handles. An ml_token pointer is a handle, never dereferenced by memlimits without checking it
+ * first: tokens live in memory memlimits maps itself and never returns to the system, and a
+ * handle names both a slot of that memory and the slot's generation (how many times the slot
+ * was handed out). Every function below therefore refuses, instead of crashing on:
+ *  - a pointer that was never a token (anything outside token memory is refused without being
+ *    read; inside it, anything but the handle of a live token is refused);
+ *  - a destroyed token's handle (stale), until the window below.
+ * The remaining window: a destroyed token's slot is handed out again only after at least 1024
+ * other tokens have been destroyed since (a FIFO quarantine; earlier only when memory for new
+ * slots cannot be had), and each hand-out changes the slot's generation, which a handle carries
+ * modulo 256. So a stale handle is refused until its slot has been handed out 256 more times,
+ * that is, until at least 262,144 tokens have been destroyed after it; from then on it may name
+ * the token then in the slot. A destroy that races with ml_token_set on the same token never
+ * sets the next token in the slot (the set checks the generation and sets atomically).
  */
 typedef struct ml_token ml_token;
 
-/* A new, unset token, or NULL (errno ENOMEM) when memory for it cannot be had. Thread-safe. */
+/* A new, unset token, or NULL (errno ENOMEM) when memory for it cannot be had. Thread-safe; not
+ * async-signal-safe (it takes a lock). */
 ML_API ml_token *ml_token_create(void);
 
 /* Sets the token, for good: every task running with it is interrupted.
@@ -223,19 +247,34 @@ ML_API ml_token *ml_token_create(void);
  *    the task's thread, the same holds from the moment the handler returns, even if the handler
  *    interrupted memlimits itself.
  *  - On other threads, at their next allocation event (within 32 KiB of allocation) or poll, at
- *    once if they run with ML_WAKE (their blocked system calls return EINTR).
+ *    once if they run with ML_WAKE (their blocked system calls return EINTR), and at once for a
+ *    task waiting in ml_cond_wait or ml_cond_timedwait.
+ *  - The token's descriptor (ml_token_fd), if one was asked for, becomes readable.
  * Whatever the task does afterwards, ml_run reports ML_TOKEN (see ml_run). Thread-safe and
- * async-signal-safe: it may be called from a signal handler. NULL or a destroyed token: no
- * effect. */
+ * async-signal-safe: it may be called from a signal handler. NULL, a destroyed token or a
+ * pointer that was never a token (see "Handles"): no effect. */
 ML_API void ml_token_set(ml_token *token);
 
-/* Nonzero when the token is set; 0 when it is not, or is NULL or destroyed. Thread-safe and
- * async-signal-safe. */
+/* Nonzero when the token is set; 0 when it is not, or is NULL, destroyed or not a token.
+ * Thread-safe and async-signal-safe. */
 ML_API int ml_token_is_set(const ml_token *token);
 
-/* Destroys the token. Tasks still running with it are not interrupted by it any more. NULL or
- * an already destroyed token: no effect. Thread-safe. */
+/* Destroys the token, and closes its descriptor if it has one (take it out of your poll sets
+ * first). Tasks still running with it are not interrupted by it any more. NULL, an already
+ * destroyed token or a pointer that was never a token: no effect. Thread-safe; not
+ * async-signal-safe (it takes a lock). */
 ML_API void ml_token_destroy(ml_token *token);
+
+/* A file descriptor that is readable once the token is set, for poll, epoll and select loops:
+ * an eventfd (non-blocking, close-on-exec). Created on the first call for the token; later calls
+ * return the same descriptor; it stays valid until ml_token_destroy closes it. Once the token is
+ * set it stays readable for good, whoever reads from it (each read returns 1 and takes 1 off a
+ * count of 2^40 or more). Before, a read fails with EAGAIN. Do not close it, write to it or
+ * change its flags. Setting the token stays async-signal-safe: ml_token_set only writes to the
+ * descriptor. Returns -1 with errno EINVAL for NULL, a destroyed token or a pointer that was
+ * never a token, or with eventfd's errno (EMFILE, ENFILE, ENOMEM...) when the descriptor cannot
+ * be made (a later call tries again). Thread-safe; not async-signal-safe (it takes a lock). */
+ML_API int ml_token_fd(ml_token *token);
 
 /* ------------------------------------------------------------------------------------------
  * Tasks. A task is a function run on the calling thread under limits. When a limit fires the
@@ -272,24 +311,42 @@ ML_API void ml_token_destroy(ml_token *token);
  * out of the thread's own stack (a buffer in an enclosing frame) must not jump within that stack
  * while a task runs: the C library then forgets its records of the task until ml_run returns.
  * Nested tasks: an inner limit never extends an outer one, every allocation counts against
- * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it.
+ * every enclosing limit, and an interrupt of an enclosing task interrupts the tasks inside it
+ * (their ml_run returns ML_OUTER_LIMIT; see ml_run for which level reports what).
  * Threads created by a task do not inherit its limits; threads without a task are never
  * affected.
  */
 enum { ML_UNWIND = 1u << 0, ML_WAKE = 1u << 1 };
 
 typedef struct ml_limits {
-    uint64_t allocations; /* bytes the task may allocate; 0: no allocation limit */
+    uint64_t allocations; /* bytes the task may allocate; 0 or ML_UNLIMITED: no limit */
     int global_memory;    /* nonzero: interrupt when the global memory limit is exceeded */
     ml_token *token;      /* interrupt when set; NULL: none */
     unsigned flags;       /* ML_UNWIND, ML_WAKE */
 } ml_limits;
 
-/* Runs fn(arg) on the calling thread as a task under `limits`. Returns ML_OK when no limit
- * fired, or why the task was interrupted: ML_ALLOCATION_LIMIT (its own or an enclosing task's
- * allocation limit), ML_MEMORY_LIMIT, ML_TOKEN. Errors, without running fn: ML_EINVAL (limits
- * or fn NULL, unknown flags, a destroyed token), ML_ENOTACTIVE (memlimits does not own malloc),
- * ML_ESIGNAL (ML_WAKE, and the wake-up signal has a handler the program installed).
+/* Runs fn(arg) on the calling thread as a task under `limits`, and returns what ended it, by
+ * level. The rule is memprof-limits': a task returns an interrupt as its own error only when its
+ * own limit fired; an interrupt of an enclosing task is that task's to report. In order:
+ *  - ML_ALLOCATION_LIMIT, ML_MEMORY_LIMIT or ML_TOKEN: a limit of this task's own `limits`
+ *    fired (the first to fire), whether or not an enclosing task's fired too;
+ *  - ML_OUTER_LIMIT: none of its own fired, but a limit of an enclosing task did, while it
+ *    ran or before it started, and interrupted it. The caller is itself running in that task
+ *    and is being interrupted: it should wrap up; the enclosing ml_run returns that task's own
+ *    status;
+ *  - ML_HEAP_CAP: no task limit fired (its own or an enclosing one), and an allocation of the
+ *    task (or of a task nested in it, masked or not) was refused by the process heap cap
+ *    (ml_set_heap_cap, MEMLIMITS_HEAP with the enomem action, or a signal action the program
+ *    survives): the task was not interrupted, it got a NULL because the process, not the
+ *    task, is out of room;
+ *  - ML_OK: none of the above.
+ * So an enclosing task tells its own limit from an inner one's: an inner task's own limit
+ * interrupts only the inner task (its ml_run returns the reason; the enclosing task goes on, and
+ * its ml_run returns ML_OK unless something else happens). Errors, without running fn:
+ * ML_EINVAL (limits or fn NULL, unknown flags, a token that is destroyed or not a token),
+ * ML_ENOTACTIVE (memlimits does not own malloc), ML_ESIGNAL (ML_WAKE, and the wake-up signal
+ * has a handler the program installed), ML_ENOMEM (ML_WAKE, and the waker thread cannot be
+ * started).
  * `allocated`, when not NULL, receives the exact bytes the task requested (as counted by
  * ml_thread_allocated), masked allocations and nested tasks included, refused ones excluded.
  * The allocation limit is exact: the task is interrupted at the first allocation that takes
@@ -310,7 +367,7 @@ ML_API ml_status ml_run(const ml_limits *limits, void (*fn)(void *arg), void *ar
 
 /* ml_run with only the global memory limit. */
 ML_API ml_status ml_limit_global_memory(void (*fn)(void *arg), void *arg);
-/* ml_run with only an allocation limit of `limit` bytes (0: none). */
+/* ml_run with only an allocation limit of `limit` bytes (0 or ML_UNLIMITED: none). */
 ML_API ml_status ml_limit_allocations(uint64_t limit, void (*fn)(void *arg), void *arg,
                                       uint64_t *allocated);
 /* ml_run with only a token; a NULL token is ML_EINVAL. */
@@ -342,6 +399,67 @@ ML_API void ml_check(void);
  * effect. Thread-safe (per-thread state); async-signal-safe. */
 ML_API void ml_mask(void);
 ML_API void ml_unmask(void);
+
+/* Nonzero when the calling thread is masked: between ml_mask and its matching ml_unmask, and
+ * wherever memlimits masks it itself (acquire and release of ml_with_resource, the cleanups of
+ * ML_CLEANUP_PUSH when they run). Inside tasks and outside them. memprof-limits'
+ * Masking.is_blocked: a release function can assert it. Thread-safe (reads the caller's state)
+ * and async-signal-safe: in a signal handler it says whether the code the handler interrupted
+ * was masked. */
+ML_API int ml_is_masked(void);
+
+/* Bytes the calling thread's innermost task has requested since it started, exact, counted as
+ * ml_thread_allocated counts them (masked allocations and nested tasks included, refused ones
+ * excluded): what ml_run would store in `allocated` if the task returned now. 0 outside tasks.
+ * It reads only the calling thread's state: no lock, no allocation event, cheap enough to call
+ * in a loop. Thread-safe and async-signal-safe (in a signal handler, about the task the handler
+ * interrupted; it may lag there as ml_thread_allocated does). */
+ML_API uint64_t ml_task_allocated(void);
+
+/* Bytes the calling thread's innermost task may still request before an allocation limit
+ * interrupts it: the least, over the task and the enclosing tasks that have an allocation
+ * limit, of that task's limit minus what that task has allocated; 0 once a masked allocation
+ * took a count past its limit. An allocation of exactly this many bytes is admitted by the
+ * allocation limits, one of a byte more fires the tightest. ML_UNLIMITED when neither the task
+ * nor an enclosing task has an allocation limit, and outside tasks. It says nothing of other
+ * limits, or of an interrupt already pending (see ml_is_interrupted). Exact, no lock, no event,
+ * thread-safe and async-signal-safe, as ml_task_allocated. */
+ML_API uint64_t ml_task_remaining(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Condition waits a task can be interrupted out of. POSIX restarts pthread_cond_wait after a
+ * signal handler, so a task blocked in pthread_cond_wait is reached neither by tokens nor by
+ * ML_WAKE: it stays blocked until the condition is signalled. ml_cond_wait and
+ * ml_cond_timedwait take pthread_cond_wait's and pthread_cond_timedwait's arguments and give
+ * their results, with the mutex held on return in every case, and also return when the calling
+ * thread's task is interrupted: its token or an enclosing task's is set, the global memory limit
+ * it runs under is exceeded, or an interrupt was already pending when it was called (then it
+ * does not wait).
+ *  - Interrupted, in ML_UNWIND mode (the innermost task's flags): a cancellation point; it
+ *    unwinds to the innermost ml_run, running the cleanups with the mutex held, as a pthread
+ *    cancellation in pthread_cond_wait does: register a cleanup that unlocks it. In the default
+ *    mode, and in a signal handler (nothing is unwound out of one), it returns ECANCELED, so
+ *    that `while (!ready) if (ml_cond_wait(&c, &m) != 0) break;` ends.
+ *  - Otherwise: 0 when woken (pthread_cond_signal or _broadcast, or spuriously: loop on your
+ *    predicate, as with pthread); ETIMEDOUT once abstime has passed (on the condition's clock:
+ *    CLOCK_REALTIME unless pthread_condattr_setclock said otherwise); pthread's own errors.
+ *  - An interrupt wakes the waiter with pthread_cond_broadcast, from memlimits' waker thread
+ *    (which repeats it until the waiter is out): other waiters of the condition may see a
+ *    spurious wake-up.
+ *  - Outside tasks, and while masked (nothing is delivered then): exactly pthread_cond_wait and
+ *    pthread_cond_timedwait.
+ *  - ENOMEM, without waiting: the task can be interrupted from another thread (a token or the
+ *    global limit) and memlimits' waker thread, started by the first such wait, cannot be.
+ *  - EINVAL, without waiting: cond or mutex NULL, or abstime NULL for ml_cond_timedwait.
+ * Cost: where a limit of the task or of an enclosing one can fire from another thread, a walk
+ * of the task chain, two atomic stores and a load per remote task, and the token checks of
+ * ml_is_interrupted, around pthread_cond_wait: 15 ns a call, against microseconds for the wait
+ * (README, "Tokens in event loops and condition waits"); elsewhere a few loads. Thread-safe;
+ * not async-signal-safe (nor is pthread_cond_wait); a pthread cancellation point, as
+ * pthread_cond_wait. */
+ML_API int ml_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
+ML_API int ml_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                             const struct timespec *abstime);
 
 /* Runs acquire(arg, &resource) masked; if it returns nonzero, returns that value and runs
  * nothing else. Otherwise runs scope(resource, ctx) unmasked, then release(resource) masked,

@@ -61,8 +61,7 @@ uint64_t ml_heap_peak(void)
 
 uint64_t ml_thread_allocated(void)
 {
-    const ml_thread *t = &ml__self;
-    return t->allocated + ml__since_arm(t);
+    return ml__allocated_now(&ml__self);
 }
 
 void ml_set_global_memory_limit(uint64_t bytes)

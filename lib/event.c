@@ -123,6 +123,7 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
         if (ml__heap_live() > ml__global_limit()) ml__task_global_exceeded();
     }
     if (!ml__heap_admit(t, n, align, old)) {
+        ml__task_heap_refused(t); /* ml_run's ML_HEAP_CAP */
         fire(t, ML_LIMIT_HEAP, n);
         return ML_REFUSE;
     }

@@ -45,8 +45,10 @@ static void gather_counts(ml_stats *s)
     s->tasks_interrupted_memory = ml__task_ended(ML_MEMORY_LIMIT);
     s->tasks_interrupted_allocation = ml__task_ended(ML_ALLOCATION_LIMIT);
     s->tasks_interrupted_token = ml__task_ended(ML_TOKEN);
+    s->tasks_interrupted_outer = ml__task_ended(ML_OUTER_LIMIT);
+    s->tasks_heap_cap = ml__task_ended(ML_HEAP_CAP);
     s->tasks_run = s->tasks_ok + s->tasks_interrupted_memory + s->tasks_interrupted_allocation +
-                   s->tasks_interrupted_token;
+                   s->tasks_interrupted_token + s->tasks_interrupted_outer + s->tasks_heap_cap;
 }
 
 static void set_budget(ml_stats *s, uint64_t left)
@@ -144,7 +146,9 @@ void ml_quick_stat(ml_stats *out)
     X(tasks_ok, 0)                                                                                 \
     X(tasks_interrupted_memory, 0)                                                                 \
     X(tasks_interrupted_allocation, 0)                                                             \
-    X(tasks_interrupted_token, 0)
+    X(tasks_interrupted_token, 0)                                                                  \
+    X(tasks_interrupted_outer, 0)                                                                  \
+    X(tasks_heap_cap, 0)
 
 typedef struct stat_field {
     const char *name;
@@ -170,7 +174,7 @@ void ml_print_stats(int fd)
 {
     ml_stats s = ML_STATS_INIT;
     ml_stat(&s);
-    /* 26 lines of at most 30 + 20 + 1 bytes: about 1.3 KiB, never truncated. */
+    /* 28 lines of at most 30 + 20 + 1 bytes: about 1.4 KiB, never truncated. */
     char storage[2048];
     ml_buf b = ML_BUF_INIT(storage);
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {

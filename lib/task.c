@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "heap.h"
@@ -27,7 +28,8 @@
 static uint64_t global_limit = ML_NONE;
 static ml_task *remote_tasks; /* token and global-memory tasks, under the registry lock */
 static uint64_t global_generation, global_marked_generation;
-static uint64_t tasks_ended[ML_TOKEN + 1]; /* by the status ml_run returned: ML_OK to ML_TOKEN */
+static uint64_t
+    tasks_ended[ML_HEAP_CAP + 1]; /* by the status ml_run returned: ML_OK to ML_HEAP_CAP */
 
 uint64_t ml__global_limit(void)
 {
@@ -90,9 +92,10 @@ static int refresh(ml_task *k)
     return reason;
 }
 
+/* The thread's exact count, read so that the wake-up signal's handler cannot tear it. */
 static uint64_t exact_allocated(const ml_thread *t)
 {
-    return t->allocated + ml__since_arm(t);
+    return ml__allocated_now(t);
 }
 
 ml_verdict ml__task_decide(ml_thread *t, uint64_t n)
@@ -152,27 +155,77 @@ void ml__task_global_exceeded(void)
     uint64_t generation = ML_LOAD(&global_generation);
     if (ML_LOAD(&global_marked_generation) == generation) return; /* done for these tasks */
     if (!over_global(0)) return; /* frees not yet accounted must not interrupt anyone */
-    int wake = 0;
+    int marked = 0;
     ml__registry_lock();
     for (ml_task *k = remote_tasks; k != NULL; k = k->remote_next)
         if (k->global && ML_LOAD(&k->pending) == 0) {
             mark(k, ML_MEMORY_LIMIT);
-            wake |= (k->flags & ML_WAKE) != 0;
+            marked = 1;
         }
     ML_STORE(&global_marked_generation, generation);
     ml__registry_unlock();
-    if (wake) ml__wake_poke();
+    if (marked) ml__wake_poke(); /* ML_WAKE tasks and condition waiters: the waker */
 }
 
-void ml__task_wake_scan(void)
+/* Broadcasts the condition k's thread waits on, unless the waiter has left meanwhile; the
+ * count of broadcasts in flight keeps it from leaving (and the condition from going away) in
+ * between. Returns whether there was a waiter. */
+static int broadcast_waiter(ml_task *k)
 {
-    int over = -1;
+    if (__atomic_load_n(&k->waiting, __ATOMIC_SEQ_CST) == NULL) return 0;
+    __atomic_add_fetch(&k->wait_broadcasts, 1, __ATOMIC_SEQ_CST);
+    pthread_cond_t *cond = __atomic_load_n(&k->waiting, __ATOMIC_SEQ_CST);
+    if (cond != NULL) pthread_cond_broadcast(cond);
+    __atomic_sub_fetch(&k->wait_broadcasts, 1, __ATOMIC_SEQ_CST);
+    return cond != NULL;
+}
+
+int ml__task_wake_scan(void)
+{
+    int over = -1, again = 0;
     for (ml_task *k = remote_tasks; k != NULL; k = k->remote_next) {
-        if (!(k->flags & ML_WAKE) || ML_LOAD(&k->woken)) continue;
-        if (check(k, &over, 1) != 0) {
+        int signal = (k->flags & ML_WAKE) && !ML_LOAD(&k->woken);
+        int waiter = __atomic_load_n(&k->waiting, __ATOMIC_SEQ_CST) != NULL;
+        if (!signal && !waiter) continue;
+        if (check(k, &over, 1) == 0) continue;
+        if (signal) {
             ML_STORE(&k->woken, 1);
             ml__wake_send(k->tid);
         }
+        if (waiter) again |= broadcast_waiter(k);
+    }
+    return again;
+}
+
+void ml__task_heap_refused(ml_thread *t)
+{
+    if (t->task != NULL) t->task->heap_refused = 1;
+}
+
+int ml__task_wait_begin(ml_thread *t, void *cond)
+{
+    int remote = 0;
+    for (ml_task *k = t->task; k != NULL && !remote; k = k->parent)
+        remote = k->token != NULL || k->global;
+    if (!remote) return 0;
+    /* Starting the waker may allocate (the C library's thread setup, dlsym): masked, so that a
+     * pending interrupt does not refuse it. */
+    t->mask_depth++;
+    int rc = ml__wake_start(ml__task_wake_scan);
+    t->mask_depth--;
+    if (rc != 0) return rc;
+    for (ml_task *k = t->task; k != NULL; k = k->parent)
+        if (k->token != NULL || k->global) __atomic_store_n(&k->waiting, cond, __ATOMIC_SEQ_CST);
+    return 1;
+}
+
+void ml__task_wait_end(ml_thread *t)
+{
+    for (ml_task *k = t->task; k != NULL; k = k->parent) {
+        if (k->token == NULL && !k->global) continue;
+        __atomic_store_n(&k->waiting, NULL, __ATOMIC_SEQ_CST);
+        while (__atomic_load_n(&k->wait_broadcasts, __ATOMIC_SEQ_CST) != 0)
+            sched_yield(); /* the waker is inside pthread_cond_broadcast: a short wait */
     }
 }
 
@@ -247,7 +300,7 @@ static void enter(ml_thread *t, ml_task *k, const ml_limits *limits)
     k->global = limits->global_memory != 0;
     k->token = limits->token;
     k->start = exact_allocated(t);
-    if (limits->allocations == 0)
+    if (limits->allocations == 0 || limits->allocations == ML_UNLIMITED)
         k->deadline = ML_NONE;
     else if (limits->allocations >= ML_NONE - k->start)
         k->deadline = ML_NONE - 1;
@@ -265,24 +318,35 @@ static void enter(ml_thread *t, ml_task *k, const ml_limits *limits)
 static void finish(ml_thread *t, ml_task *k)
 {
     if (k->global || k->token != NULL) unlink_remote(k);
+    if (k->heap_refused && k->parent != NULL) k->parent->heap_refused = 1; /* its allocations too */
     t->task = k->parent;
     t->mask_depth = k->mask_at_start;
     force_self(t); /* re-arm without this task's limit */
 }
 
+/* What ml_run returns for task k, by level (memlimits.h, ml_run): its own reason; else an
+ * enclosing task's interrupt; else a refusal by the heap cap; else success. The chain is brought
+ * up to date first, so the status does not depend on the task polling. */
+static ml_status status_of(ml_task *k)
+{
+    if (refresh(k) == 0) return k->heap_refused ? ML_HEAP_CAP : ML_OK;
+    int own = ML_LOAD(&k->pending);
+    return own != 0 ? (ml_status)own : ML_OUTER_LIMIT;
+}
+
 static ml_status leave(ml_thread *t, ml_task *k, uint64_t *allocated)
 {
-    int reason = refresh(k);
+    ml_status reason = status_of(k);
     uint64_t count = exact_allocated(t) - k->start;
     finish(t, k);
     if (allocated != NULL) *allocated = count;
     __atomic_add_fetch(&tasks_ended[reason], 1, __ATOMIC_RELAXED);
-    return (ml_status)reason;
+    return reason;
 }
 
 uint64_t ml__task_ended(ml_status status)
 {
-    return status >= ML_OK && status <= ML_TOKEN ? ML_LOAD(&tasks_ended[status]) : 0;
+    return status >= ML_OK && status <= ML_HEAP_CAP ? ML_LOAD(&tasks_ended[status]) : 0;
 }
 
 /* The task's record with the C library (host.h): a longjmp, siglongjmp or __longjmp_chk out of
@@ -361,6 +425,61 @@ void ml_unmask(void)
     ml_thread *t = &ml__self;
     if (t->mask_depth == 0) return;
     if (--t->mask_depth == 0 && t->task != NULL) force_self(t); /* deliver at the next one */
+}
+
+int ml_is_masked(void)
+{
+    return ML_LOAD(&ml__self.mask_depth) > 0;
+}
+
+/* The fields ml__since_arm reads, and `allocated`: what a signal handler on the thread may
+ * change between two of our loads. */
+typedef struct count_fields {
+    uint64_t allocated, armed, until_event, allocations, allocations_at_arm, units_extra,
+        units_extra_at_arm;
+} count_fields;
+
+static void read_count_fields(const ml_thread *t, count_fields *f)
+{
+    f->allocated = ML_LOAD(&t->allocated);
+    f->armed = ML_LOAD(&t->armed);
+    f->until_event = ML_LOAD(&t->until_event);
+    f->allocations = ML_LOAD(&t->allocations);
+    f->allocations_at_arm = ML_LOAD(&t->allocations_at_arm);
+    f->units_extra = ML_LOAD(&t->units_extra);
+    f->units_extra_at_arm = ML_LOAD(&t->units_extra_at_arm);
+}
+
+uint64_t ml__allocated_now(const ml_thread *t)
+{
+    if (ML_LOAD(&t->busy)) return ML_LOAD(&t->allocated); /* mid-update: as of the last event */
+    for (;;) {
+        count_fields before, after;
+        read_count_fields(t, &before);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        uint64_t count = ML_LOAD(&t->allocated) + ml__since_arm(t);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        read_count_fields(t, &after);
+        if (memcmp(&before, &after, sizeof before) == 0) return count; /* no handler ran */
+    }
+}
+
+uint64_t ml_task_allocated(void)
+{
+    const ml_thread *t = &ml__self;
+    const ml_task *k = ML_LOAD(&t->task);
+    if (k == NULL) return 0;
+    uint64_t now = ml__allocated_now(t);
+    return now > k->start ? now - k->start : 0;
+}
+
+uint64_t ml_task_remaining(void)
+{
+    const ml_thread *t = &ml__self;
+    uint64_t now = ml__allocated_now(t), left = ML_UNLIMITED;
+    for (const ml_task *k = ML_LOAD(&t->task); k != NULL; k = k->parent)
+        if (k->deadline != ML_NONE) left = ML_MIN(left, k->deadline >= now ? k->deadline - now : 0);
+    return left;
 }
 
 /* A cleanup frame's record with the C library: a longjmp, pthread_exit or cancellation discards

@@ -40,6 +40,12 @@ typedef struct ml_task {
     uint64_t deadline; /* the count above which the task is over its limit; ML_NONE: none */
     int pending;       /* why the task is interrupted (ml_status > 0); 0: it is not */
     int woken;         /* the wake-up signal was sent for the pending interrupt */
+    int heap_refused;  /* the heap cap refused an allocation of the task or of one nested in it */
+    /* A condition wait of the thread (cond.c), on remote tasks only: the condition the waker
+     * broadcasts once the task is interrupted, and the waker's count of broadcasts in flight,
+     * which the waiter lets drop to 0 before it leaves (the condition may go away then). */
+    void *waiting;
+    int wait_broadcasts;
     uint32_t mask_at_start;
     sigset_t signals_at_start; /* the thread's signal mask when ml_run started */
     ml_cleanup *cleanups;
@@ -82,14 +88,39 @@ int ml__task_may_unwind_now(ml_thread *t);
 /* Unwinds the calling thread's innermost task to its ml_run: cleanups first. Never returns. */
 __attribute__((noreturn)) void ml__task_unwind(ml_thread *t);
 
+/* The thread's exact count of requested bytes (ml_thread_allocated), read so that the thread's
+ * own signal handlers cannot tear it: the fields are read again until two reads agree, and a
+ * handler that interrupted memlimits' own code (busy, the fields mid-update) gets the count as
+ * of the thread's last event, which lags by the allocations made since (and, between the two
+ * instructions of the fast path's charge, the count lags by one byte). Owner thread, or a
+ * signal handler on it; async-signal-safe. */
+uint64_t ml__allocated_now(const ml_thread *t);
+
+/* The heap cap refused an allocation of the thread (event.c): recorded on its innermost task,
+ * if any, for ml_run's ML_HEAP_CAP. Owner thread, busy. */
+void ml__task_heap_refused(ml_thread *t);
+
+/* Condition waits (cond.c), around the wait itself. ml__task_wait_begin registers `cond` on the
+ * remote tasks of the thread's task chain (those a token or the global limit can interrupt from
+ * another thread), so that the waker broadcasts it once one of them is interrupted; it starts
+ * the waker if needed. Returns 0 when none of the chain is remote (nothing to register: only a
+ * pending interrupt can end the wait early), 1 when registered, or an ml_status error
+ * (ML_ENOMEM: no waker). ml__task_wait_end undoes the registration and returns once the waker
+ * no longer touches `cond`. Owner thread, in a task. */
+int ml__task_wait_begin(ml_thread *t, void *cond);
+void ml__task_wait_end(ml_thread *t);
+
 /* The live heap passed the global memory limit (seen by any thread at a flush): mark every
  * global-memory task pending. */
 void ml__task_global_exceeded(void);
 uint64_t ml__global_limit(void);
 void ml__task_set_global_limit(uint64_t bytes);
-/* The waker's scan (wake.c calls it under the registry lock): marks and signals the ML_WAKE
- * tasks whose token is set or whose global limit is crossed. */
-void ml__task_wake_scan(void);
+/* The waker's scan (wake.c calls it under the registry lock): marks the remote tasks whose
+ * token is set or whose global limit is crossed, signals the ML_WAKE ones and broadcasts the
+ * conditions waited on in the others' threads. Returns nonzero while a waiter it broadcast to
+ * has not left its wait (the broadcast may have come before the waiter was inside
+ * pthread_cond_wait): the waker calls it again soon. */
+int ml__task_wake_scan(void);
 /* In the fork child (thread.h's fork_child hook, same contract): the forking thread's tasks get
  * its new thread id; after a multithreaded parent, only its tasks stay linked, and if one has
  * ML_WAKE a waker is started for the child. */

@@ -1,9 +1,13 @@
 /* The wake-up signal and the waker thread (see wake.h).
  *
  * Why a thread: ml_token_set must be async-signal-safe, so it cannot take the lock that guards
- * the list of tasks to wake. It writes to an eventfd instead; the waker, blocked on it with every
- * signal masked, takes the lock, finds the ML_WAKE tasks whose interrupt is pending and sends
- * their threads the signal with tgkill. The waker exists only once an ML_WAKE task has run.
+ * the list of tasks to wake, nor call pthread_cond_broadcast. It writes to an eventfd instead;
+ * the waker, blocked on it with every signal masked, takes the lock and calls the scan, which
+ * finds the tasks whose interrupt is pending and sends the threads of the ML_WAKE ones the
+ * signal with tgkill, and broadcasts the conditions the others wait on in ml_cond_wait. A
+ * broadcast can come before the waiter is inside pthread_cond_wait, and be lost: the scan then
+ * asks to be called again, and the waker repeats it, backing off, until the waiter has left its
+ * wait. The waker exists only once an ML_WAKE task or a condition wait needed it.
  *
  * The handler: runs on the task's thread, between two instructions. If the thread is inside
  * memlimits' slow path (busy) it leaves a note the slow path reads on its way out; otherwise it
@@ -13,6 +17,7 @@
 #include "wake.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -22,6 +27,7 @@
 
 #include "host.h"
 #include "memlimits.h"
+#include "common.h"
 #include "thread.h"
 
 static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -72,19 +78,41 @@ static int install(int sig)
     return 0;
 }
 
-static void (*waker_scan)(void);
+static ml_wake_scan waker_scan;
+
+/* Waits for a poke, or `retry_ns` nanoseconds when not 0. Returns -1 once the descriptor is
+ * gone (closed after fork: this copy of the waker is gone anyway). */
+static int wait_poke(int fd, long retry_ns)
+{
+    uint64_t count;
+    if (retry_ns > 0) {
+        struct pollfd p = {fd, POLLIN, 0};
+        struct timespec ts = {0, retry_ns};
+        int n = ppoll(&p, 1, &ts, NULL);
+        if (n < 0 && errno != EINTR) return -1;
+        if (n <= 0) return 0;
+        if (p.revents & (POLLERR | POLLNVAL)) return -1;
+    }
+    for (;;) {
+        ssize_t n = read(fd, &count, sizeof count); /* readable, or blocking: the poke itself */
+        if (n < 0 && errno == EINTR) continue;
+        return n == (ssize_t)sizeof count ? 0 : -1;
+    }
+}
 
 static void *waker_main(void *arg)
 {
     int fd = (int)(intptr_t)arg;
+    long retry_ns = 0;
     for (;;) {
-        uint64_t count;
-        ssize_t n = read(fd, &count, sizeof count);
-        if (n < 0 && errno == EINTR) continue;
-        if (n != (ssize_t)sizeof count) break; /* closed after fork: this copy is gone anyway */
+        if (wait_poke(fd, retry_ns) != 0) break;
         ml__registry_lock();
-        waker_scan();
+        int again = waker_scan();
         ml__registry_unlock();
+        if (!again)
+            retry_ns = 0;
+        else
+            retry_ns = retry_ns == 0 ? 20000 : ML_MIN(retry_ns * 2, 10000000L);
     }
     return NULL;
 }
@@ -109,11 +137,22 @@ static int start_waker(void)
         close(fd);
         return ML_ENOMEM;
     }
-    ML_STORE(&event_fd, fd);
+    __atomic_store_n(&event_fd, fd, __ATOMIC_SEQ_CST);
     return 0;
 }
 
-int ml__wake_setup(int signal, void (*scan)(void))
+int ml__wake_start(ml_wake_scan scan)
+{
+    if (__atomic_load_n(&event_fd, __ATOMIC_ACQUIRE) >= 0) return 0;
+    int rc = 0;
+    pthread_mutex_lock(&setup_lock);
+    waker_scan = scan;
+    if (ML_LOAD(&event_fd) < 0) rc = start_waker();
+    pthread_mutex_unlock(&setup_lock);
+    return rc;
+}
+
+int ml__wake_setup(int signal, ml_wake_scan scan)
 {
     int rc = 0;
     pthread_mutex_lock(&setup_lock);
@@ -129,7 +168,9 @@ int ml__wake_setup(int signal, void (*scan)(void))
 
 void ml__wake_poke(void)
 {
-    int fd = ML_LOAD(&event_fd);
+    /* Sequentially consistent, as the caller's store of what it pokes about (a token's flag):
+     * a waiter that started the waker before it last looked at the flag is then poked. */
+    int fd = __atomic_load_n(&event_fd, __ATOMIC_SEQ_CST);
     if (fd < 0) return;
     int saved = errno;
     uint64_t one = 1;

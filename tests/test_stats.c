@@ -330,10 +330,11 @@ Test(stats, tasks_run_and_interrupted_counted_per_reason)
                         ML_ALLOCATION_LIMIT,
                         ML_ALLOCATION_LIMIT,
                         ML_ALLOCATION_LIMIT,
-                        ML_ALLOCATION_LIMIT,
+                        ML_OUTER_LIMIT,
                         ML_TOKEN,
                         ML_MEMORY_LIMIT,
                         ML_MEMORY_LIMIT,
+                        ML_HEAP_CAP,
                         ML_EINVAL,
                         ML_EINVAL,
                         ML_EINVAL};
@@ -347,11 +348,13 @@ Test(stats, tasks_run_and_interrupted_counted_per_reason)
         size_t index;
         ull count;
         const char *what;
-    } counts[] = {{F(tasks_run), 10, "tasks run (errors ran none)"},
+    } counts[] = {{F(tasks_run), 11, "tasks run (errors ran none)"},
                   {F(tasks_ok), 2, "ML_OK"},
-                  {F(tasks_interrupted_allocation), 5, "ML_ALLOCATION_LIMIT, nested included"},
+                  {F(tasks_interrupted_allocation), 4, "ML_ALLOCATION_LIMIT"},
                   {F(tasks_interrupted_token), 1, "ML_TOKEN"},
-                  {F(tasks_interrupted_memory), 2, "ML_MEMORY_LIMIT"}};
+                  {F(tasks_interrupted_memory), 2, "ML_MEMORY_LIMIT"},
+                  {F(tasks_interrupted_outer), 1, "ML_OUTER_LIMIT (the nested task)"},
+                  {F(tasks_heap_cap), 1, "ML_HEAP_CAP"}};
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         ull base = snap(c.out, "base", counts[i].index), end = snap(c.out, "end", counts[i].index);
         cr_expect_eq(end - base, counts[i].count, "%s: %llu, expected %llu", counts[i].what,
@@ -416,7 +419,9 @@ static const struct {
              NAMED(tasks_ok),
              NAMED(tasks_interrupted_memory),
              NAMED(tasks_interrupted_allocation),
-             NAMED(tasks_interrupted_token)};
+             NAMED(tasks_interrupted_token),
+             NAMED(tasks_interrupted_outer),
+             NAMED(tasks_heap_cap)};
 #define NNAMES (sizeof names / sizeof names[0])
 
 /* Parses ml_print_stats's lines ("name:" padded with spaces, then a decimal number or

@@ -267,4 +267,6 @@ Test(tasks, strstatus_names_every_status)
     cr_expect_eq(ML_MEMORY_LIMIT, 1);
     cr_expect_eq(ML_ALLOCATION_LIMIT, 2);
     cr_expect_eq(ML_TOKEN, 3);
+    cr_expect_eq(ML_OUTER_LIMIT, 4);
+    cr_expect_eq(ML_HEAP_CAP, 5);
 }

@@ -5,7 +5,8 @@
  * two resources, as in the OCaml original: the lock itself, and a guard that refuses to enter a
  * poisoned state and poisons it when released after an interrupt. Both are acquired and released
  * masked by ml_with_resource, so an interrupt never lands between lock and guard, and the mutex
- * is always unlocked, also when the task is unwound.
+ * is always unlocked, also when the task is unwound; the release functions assert it
+ * (ml_is_masked, memprof-limits' Masking.is_blocked).
  *
  * The myth of Sisyphus: two threads keep pushing onto a shared stack, each push through the safe
  * mutex, as tasks under a 50 MiB global memory limit with ML_UNWIND delivery, until memory is
@@ -21,6 +22,8 @@
  * malloc returns and touches no program memory, so they may drop or delay the stores made before
  * it: without the flag, GCC drops `node->payload = NULL` below, a dead store if malloc returns.
  * When that malloc unwinds instead, the monitor frees whatever garbage the field held. */
+#undef NDEBUG /* the asserts below are checks of the example: keep them in every build */
+#include <assert.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,13 +48,15 @@ struct safe_mutex {
 static int lock(void *arg, void **resource)
 {
     pthread_mutex_t *m = arg;
-    pthread_mutex_lock(m); /* masked: no interrupt between taking the lock and owning it */
+    assert(ml_is_masked()); /* no interrupt between taking the lock and owning it */
+    pthread_mutex_lock(m);
     *resource = m;
     return 0;
 }
 
 static void unlock(void *resource)
 {
+    assert(ml_is_masked()); /* on return and on unwind alike: nothing stops a release */
     pthread_mutex_unlock(resource);
 }
 
@@ -66,6 +71,7 @@ static int guard(void *arg, void **resource)
 static void unguard(void *resource)
 {
     struct safe_mutex *m = resource;
+    assert(ml_is_masked());
     if (ml_is_interrupted()) m->valid = 0; /* the scope may have stopped half-way */
 }
 
@@ -128,6 +134,7 @@ static void invalid_state_read(void)
 static int push(void *ctx)
 {
     struct stack *s = ctx;
+    assert(!ml_is_masked()); /* the scope runs unmasked: this is where interrupts land */
     if (s->top == NULL ? s->count != 0 : s->top->value + 1 != s->count || s->top->payload == NULL)
         invalid_state_read();
     uint64_t n = s->count;

@@ -7,10 +7,16 @@
  * reached the highest number. Nothing is unwound from the signal handler: the workers see malloc
  * return NULL and return.
  *
- * The program prints "ready" once every worker has pushed at least READY_PUSHES numbers; the
- * test then sends it SIGINT. (Warning: unbounded memory consumption if not interrupted.)
+ * The main thread is an event loop (poll) over two descriptors: a pipe on which each worker
+ * reports once it has pushed READY_PUSHES numbers, and the token's own descriptor
+ * (ml_token_fd), which becomes readable when the token is set. It prints "ready" once every
+ * worker has reported, and stops when the token is set: the same Ctrl+C that stops the workers
+ * stops the loop, without a flag to poll or a signal of its own. (Warning: unbounded memory
+ * consumption if not interrupted.)
  *
  * Build: cc example_token.c -lmemlimits -pthread. Exits 0 when every check below holds. */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -18,7 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
 #include "memlimits.h"
 
@@ -33,12 +39,12 @@ struct node {
 
 static _Atomic(struct node *) list; /* the shared lock-free list */
 static ml_token *token;
+static int progress[2]; /* a pipe: each worker writes one byte once it is well under way */
 
 struct worker {
     pthread_t id;
     int index;
-    long pushed;      /* numbers this worker pushed: 0 .. pushed-1 */
-    atomic_int ready; /* nonzero once it pushed READY_PUSHES numbers */
+    long pushed; /* numbers this worker pushed: 0 .. pushed-1 */
     ml_status status;
 };
 
@@ -55,7 +61,7 @@ static void push_numbers(void *arg)
         while (!atomic_compare_exchange_weak(&list, &node->next, node))
             continue; /* lost the race: node->next now holds the new head, try again */
         w->pushed = j + 1;
-        if (j + 1 == READY_PUSHES) atomic_store(&w->ready, 1);
+        if (j + 1 == READY_PUSHES && write(progress[1], "r", 1) != 1) abort();
     }
 }
 
@@ -63,7 +69,6 @@ static void *worker_thread(void *arg)
 {
     struct worker *w = arg;
     w->status = ml_limit_with_token(token, push_numbers, w);
-    atomic_store(&w->ready, 1); /* even if it was interrupted before it got there */
     return NULL;
 }
 
@@ -93,17 +98,32 @@ int main(void)
     sa.sa_flags = SA_RESTART;
     CHECK(sigaction(SIGINT, &sa, NULL) == 0);
 
+    CHECK(pipe(progress) == 0);
+    int token_fd = ml_token_fd(token); /* readable once the token is set */
+    CHECK(token_fd >= 0);
+
     static struct worker workers[THREADS];
     for (int i = 0; i < THREADS; i++) {
         workers[i].index = i;
         CHECK(pthread_create(&workers[i].id, NULL, worker_thread, &workers[i]) == 0);
     }
-    /* Tell whoever sends the SIGINT that the race is on. */
-    for (int i = 0; i < THREADS; i++)
-        while (!atomic_load(&workers[i].ready))
-            nanosleep(&(struct timespec){0, 100000}, NULL);
-    printf("ready\n");
-    fflush(stdout);
+    /* The event loop: progress reports until all are under way (then tell whoever sends the
+     * SIGINT that the race is on), until the token's descriptor says stop. */
+    struct pollfd fds[2] = {{progress[0], POLLIN, 0}, {token_fd, POLLIN, 0}};
+    int under_way = 0;
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            CHECK(errno == EINTR); /* the SIGINT itself */
+            continue;
+        }
+        if (fds[1].revents & POLLIN) break; /* the token is set */
+        char c;
+        if ((fds[0].revents & POLLIN) && read(progress[0], &c, 1) == 1 && ++under_way == THREADS) {
+            printf("ready\n");
+            fflush(stdout);
+        }
+    }
+    printf("The event loop stopped: the token is set.\n");
 
     for (int i = 0; i < THREADS; i++)
         pthread_join(workers[i].id, NULL);
@@ -140,8 +160,10 @@ int main(void)
     for (int i = 0; i < THREADS; i++)
         CHECK(expect[i] == -1);
     CHECK(nodes == total && max == longest && winner >= 0);
-    CHECK(ml_token_is_set(token));
-    ml_token_destroy(token);
+    CHECK(ml_token_is_set(token) && under_way == THREADS);
+    ml_token_destroy(token); /* closes token_fd too */
+    close(progress[0]);
+    close(progress[1]);
     printf("%ld numbers in the list, each worker's exactly once\n", nodes);
     printf("token example: ok\n");
     return 0;

@@ -206,7 +206,7 @@ static void enclosing_token_refused_within_one_block(void)
             char what[96];
             snprintf(what, sizeof what, "enclosing token, inner %s%s",
                      unwind ? "ML_UNWIND" : "ENOMEM", poll ? ", polled" : "");
-            EXPECT_STATUS(N.inner_status, ML_TOKEN);
+            EXPECT_STATUS(N.inner_status, ML_OUTER_LIMIT); /* not its own token */
             expect_refused_at_once(&S, unwind, what);
             EXPECT(N.outer_after == 0 && N.outer_err == ENOMEM,
                    "%s: the enclosing task allocated %d blocks after; errno %d", what,

@@ -31,10 +31,19 @@ static void task_over(void *arg)
         free(p[--n]);
 }
 
+/* Asks for 16 MiB: refused under a heap cap 1 MiB above the live heap. */
+static void task_too_big(void *arg)
+{
+    (void)arg;
+    void *p = malloc(16 << 20);
+    stats_sink = p;
+    free(p);
+}
+
 static ml_status inner_status;
 
 /* Runs task_over as a nested task with a generous limit of its own: the enclosing limit of 1000
- * bytes interrupts both. */
+ * bytes interrupts both (the inner task returns ML_OUTER_LIMIT, the enclosing one its own). */
 static void task_nested(void *arg)
 {
     (void)arg;
@@ -55,8 +64,8 @@ int main(void)
     st[n++] = ml_run(&none, task_small, NULL, NULL); /* ML_OK */
     for (int i = 0; i < 3; i++)
         st[n++] = ml_limit_allocations(1000, task_over, NULL, NULL); /* ML_ALLOCATION_LIMIT */
-    st[n++] = ml_limit_allocations(1000, task_nested, NULL, NULL);   /* and inner: the same */
-    st[n++] = inner_status;
+    st[n++] = ml_limit_allocations(1000, task_nested, NULL, NULL);   /* ML_ALLOCATION_LIMIT */
+    st[n++] = inner_status;                                          /* ML_OUTER_LIMIT */
     ml_token *token = ml_token_create();
     if (token == NULL) return 3;
     ml_token_set(token);
@@ -68,6 +77,9 @@ int main(void)
         st[n++] = ml_limit_global_memory(task_small, NULL); /* ML_MEMORY_LIMIT */
     ml_set_global_memory_limit(ML_UNLIMITED);
     free(held);
+    ml_set_heap_cap(ml_heap_live() + (1 << 20));
+    st[n++] = ml_limit_allocations(0, task_too_big, NULL, NULL); /* ML_HEAP_CAP */
+    ml_set_heap_cap(ML_UNLIMITED);
     /* Errors: no task runs. */
     st[n++] = ml_run(NULL, task_small, NULL, NULL);
     st[n++] = ml_limit_with_token(NULL, task_small, NULL);

@@ -318,7 +318,7 @@ static void task_nested_outer(void *arg)
     ml_limits inner = {1 * KIB + next_rand(w) % (16 * KIB), 0, NULL, unwind};
     int saved = w->cleanup_runs;
     ml_status st = ml_run(&inner, unwind ? task_unwind_body : task_body, w, NULL);
-    if (st != ML_ALLOCATION_LIMIT && st != ML_TOKEN) INC(wrong_status);
+    if (st != ML_ALLOCATION_LIMIT && st != ML_OUTER_LIMIT) INC(wrong_status);
     if (st == ML_OK) INC(lost);
     if (w->depth != 0) {
         INC(release_skipped);
