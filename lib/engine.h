@@ -40,18 +40,6 @@ event:
 #endif
 }
 
-/* The units an allocation of n bytes is charged: n + 1, and for aligned allocations (align > 0)
- * align more (saturating), because jemalloc may give an aligned request a block far larger than
- * n (16 KiB for a page-aligned malloc(0)): with them, no block's usable size exceeds
- * ML_HEAP_RATIO units (at most 2 for any alignment, measured over every size class), so the heap
- * accounting's flush intervals, counted in units, bound aligned allocations too (heap.h). */
-static inline uint64_t ml__charged_units(uint64_t n, uint64_t align)
-{
-    uint64_t units;
-    if (__builtin_add_overflow(n, align, &units)) units = UINT64_MAX;
-    return units + 1;
-}
-
 /* ml__charge for an aligned allocation: charges ml__charged_units(n, align) and records the
  * units beyond n + 1 in units_extra, so that the byte count stays exact (ml__since_arm). Costs
  * one more TLS add than ml__charge. */

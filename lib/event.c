@@ -142,8 +142,8 @@ static inline int only_sampler(const ml_thread *t, uint64_t spent, uint64_t unit
 {
     /* n past the address space charges units that wrap (SIZE_MAX: 2^64): decide refuses it. */
     return t->state == ML_THREAD_READY && t->task == NULL && n <= ML_MAX_REQUEST &&
-           units < t->flush_left && spent <= t->lease_left && align <= ML_HEAP_PLAIN_ALIGN &&
-           !ml__heap_watched() && !ML_MEMPROF_STARTED();
+           units < t->flush_left && spent <= t->lease_left && !ml__heap_watched() &&
+           !ML_MEMPROF_STARTED();
 }
 
 /* Every other event: the full decision. `spent` bytes and `units` charged units since arming,

@@ -162,24 +162,22 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     /* The far shortcut, no flush and no lookup: inside an interval armed far below the cap,
      * while the sum is still more than the near zone below it. It needs no check of its own
      * (the bound in heap.h):
-     * - the block gets at most ML_HEAP_RATIO usable bytes per charged unit for an alignment up
-     *   to ML_HEAP_PLAIN_ALIGN (8 for malloc(0), 8 bytes for 1 unit; 4 for 1 byte; 1.78 for 17;
-     *   at most 1.25 from 64 bytes on, large classes included), and its n + 1 units fit in what
-     *   is left of the interval (flush_left > n + 1): it is part of the growth, at most
-     *   ML_HEAP_RATIO * ML_FLUSH_FAR = ML_HEAP_LAG_MAX, that the admission which armed the
-     *   interval allowed for;
+     * - the block gets at most ML_HEAP_RATIO usable bytes per charged unit (8 for malloc(0), 8
+     *   bytes for 1 unit; 4 for 1 byte; 1.78 for 17; at most 1.25 from 64 bytes on, large
+     *   classes included; at most 2 for an aligned request, which is charged its alignment too:
+     *   ml__charged_units), and its units fit in what is left of the interval: it is part of
+     *   the growth, at most ML_HEAP_RATIO * ML_FLUSH_FAR = ML_HEAP_LAG_MAX, that the admission
+     *   which armed the interval allowed for;
      * - the thread's unflushed balance is that same growth, at most ML_HEAP_LAG_MAX;
      * - every other thread lags the sum by at most its own interval's growth, ML_HEAP_LAG_MAX:
      *   the near zone, (registered threads + 1) * ML_FLUSH_NEAR_ZONE, holds all of them
      *   together, so while the sum is farther below the cap than that, the intervals in flight
      *   cannot reach the cap between them;
-     * - an alignment above ML_HEAP_PLAIN_ALIGN gets a block of up to 16 KiB whatever n (4096
-     *   bytes for memalign(4096, 0)): always checked.
      * When the sum has come within the zone since the interval was armed (other threads'
      * flushes), the interval ends here: a thread that keeps allocating sees the cap near at its
      * next event, and arms a near interval. */
-    if (t->state == ML_THREAD_READY && !watched && n + 1 < t->flush_left &&
-        align <= ML_HEAP_PLAIN_ALIGN && (cap == UINT64_MAX || far_below(cap, live)))
+    if (t->state == ML_THREAD_READY && !watched && ml__charged_units(n, align) < t->flush_left &&
+        (cap == UINT64_MAX || far_below(cap, live)))
         return 1;
     if (cap == UINT64_MAX) { /* an interval ends: accounting only */
         flush_reserve(t, 0, 0, INT64_MAX, &live);

@@ -37,10 +37,10 @@
 
 #include "thread.h"
 
-/* The most usable bytes jemalloc gives per charged unit (n + 1 for n bytes): malloc(0) gets an
- * 8-byte block. With alignments up to ML_HEAP_PLAIN_ALIGN the block is the same. */
+/* The most usable bytes jemalloc gives per charged unit (n + 1 for n bytes; n + 1 + align for
+ * an aligned request, thread.h's ml__charged_units): malloc(0) gets an 8-byte block; an aligned
+ * request at most 2 bytes per unit, over every size class and alignment. */
 #define ML_HEAP_RATIO 8
-#define ML_HEAP_PLAIN_ALIGN 16
 /* Flush intervals, in charged units. Near: when a heap cap is within ML_FLUSH_NEAR_ZONE per
  * registered thread (plus one) of the live heap. Watched: while a global-memory task runs.
  * Far: otherwise. */

@@ -187,15 +187,21 @@ Test(heap_unit, realloc_near_the_cap_counts_the_old_block_out)
     mlje_free(old);
 }
 
-Test(heap_unit, alignments_above_16_are_always_checked)
+/* An aligned request is charged its alignment too (n + 1 + align units): within the far
+ * interval it takes the shortcut on those units, and one whose units do not fit is checked. */
+Test(heap_unit, aligned_requests_are_admitted_on_their_charged_units)
 {
     ml__heap_set_cap(64 * MIB);
     ml_thread *t = fake(0, 100000);
     cr_expect(ml__heap_admit(t, 0, 4096, NULL));
-    cr_expect_eq(t->heap_reserved, 4096, "memalign(4096, 0) takes a 4096-byte block");
-    ml__heap_flush(t);
+    cr_expect_eq(t->heap_reserved, 0, "memalign(4096, 0): 4097 units fit in the interval");
     cr_expect(ml__heap_admit(t, 0, 16, NULL));
-    cr_expect_eq(t->heap_reserved, 0, "alignment 16 is malloc's: the far shortcut");
+    cr_expect_eq(t->heap_reserved, 0, "alignment 16: the far shortcut");
+    cr_expect(ml__heap_admit(t, 0, (size_t)1 << 17, NULL));
+    cr_expect_eq(t->heap_reserved, (int64_t)mlje_nallocx(1, MLJE_MALLOCX_ALIGN((size_t)1 << 17)),
+                 "memalign(128 KiB, 0): 131073 units past the interval, checked and reserved "
+                 "(reserved %lld)",
+                 (long long)t->heap_reserved);
 }
 
 Test(heap_unit, while_a_global_memory_task_runs_every_event_flushes)
