@@ -134,12 +134,12 @@ typedef struct ml_stats {
     /* The heap, in usable sizes (README "Accounting, and its bound"). */
     uint64_t heap_live;   /* ml_stat: exact (it reconciles every thread, as ml_heap_live).
                              ml_quick_stat: the running sum, behind each allocating thread by at
-                             most its flush interval of requests (1 MiB; 64 KiB near a heap cap or
-                             while a global-memory task runs) plus the request that ended the last
-                             interval when under 64 KiB, in usable sizes (at most 1.25x the
-                             request from 64 bytes up); and not yet lowered by the frees a thread
-                             made since its last flush (a thread that only frees flushes only when
-                             reconciled: ml_stat, ml_heap_live, a refusal) */
+                             most its flush interval (256 Ki charged units; 16 Ki near a heap cap,
+                             64 Ki while a global-memory task runs) times the usable bytes per
+                             unit of its requests (at most 1.25 from 64 bytes up, 8 at most:
+                             README "Accounting, and its bound"); and not yet lowered by the frees a
+                             thread   made since its last flush (a thread that only frees flushes only
+                             when   reconciled: ml_stat, ml_heap_live, a refusal) */
     uint64_t heap_peak;   /* the highest live heap seen at a flush (ml_heap_peak): can miss a peak
                              by the flush bound and read at most 1 MiB high; ml_stat makes it at
                              least heap_live */

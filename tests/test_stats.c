@@ -9,10 +9,11 @@
  * exact for threads that do not allocate during the call; each target allocates only from
  * threads that are parked, exited, or the caller when it measures, and prints only afterwards:
  * the expected changes are exact (bound 0). ml_quick_stat's live heap lags each thread by the
- * requests since its last flush: at most ML_FLUSH_FAR (1 MiB) plus the one allocation that ended
- * the interval, which is under 64 KiB here (larger ones are flushed after they succeed), in
- * blocks of 64 bytes or more, whose usable size is at most 1.25 times the request; after an
- * exact snapshot, with no frees since, it never leads. */
+ * requests since its last flush: at most ML_FLUSH_FAR charged units (256 Ki, under the 1 MiB
+ * these tests allow) plus the one allocation that ended the interval, which is under 64 KiB here
+ * (larger ones are flushed after they succeed), in blocks of 64 bytes or more, whose usable size
+ * is at most 1.25 times the request; after an exact snapshot, with no frees since, it never
+ * leads. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
