@@ -128,3 +128,18 @@ void *ml__alloc_settle(void *p, uint64_t n)
 {
     return settle(p, n);
 }
+
+int ml__alloc_sampling(void)
+{
+    return ML_MEMPROF_STARTED() && ml__memprof_sampled();
+}
+
+void *ml__alloc_sampled(void *p, size_t size, ml_alloc_kind kind, const void *ret)
+{
+    return sampled(p, size, kind, ret);
+}
+
+void *ml__alloc_unsampled(void *p, uint64_t n)
+{
+    return done(settle(p, n));
+}

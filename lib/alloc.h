@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "common.h"
+#include "memlimits.h"
 #include "task.h"
 
 /* `ret` is the entry point's return address: an allocation refused to a task with ML_UNWIND
@@ -22,5 +23,13 @@ ML_NOINLINE int ml__memalign_slow(void **out, size_t align, size_t size, const v
  * accounting after an admitted allocation's jemalloc call (p NULL: give the n bytes back). */
 int ml__alloc_refuse(ml_verdict verdict, const void *ret);
 void *ml__alloc_settle(void *p, uint64_t n);
+/* For the other entry points' slow halves (alloc_ext.c), after an admitted allocation: whether
+ * the profiler sampled it (ml__alloc_sampling), then either the sampled block `p` (from the
+ * tracked arena, or `p` got otherwise when none can be had) settled and handed to the profiles
+ * (ml__alloc_sampled: NULL + ENOMEM if a callback refused it), or an unsampled block settled
+ * and the thread's queued free callbacks run (ml__alloc_unsampled). */
+int ml__alloc_sampling(void);
+void *ml__alloc_sampled(void *p, size_t size, ml_alloc_kind kind, const void *ret);
+void *ml__alloc_unsampled(void *p, uint64_t n);
 
 #endif

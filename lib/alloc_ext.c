@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "engine.h"
 #include "host.h"
+#include "memprof.h"
 
 /* The allocation of operator new itself: jemalloc's malloc, or its aligned_alloc. */
 static void *get(size_t size, size_t align, unsigned how)
@@ -23,7 +24,11 @@ static void *get_slow(size_t size, size_t align, unsigned how, const void *ret)
         errno = ml__alloc_refuse(verdict, ret);
         return NULL;
     }
-    return ml__alloc_settle(get(size, align, how), size);
+    if (ml__alloc_sampling()) { /* a block the profiles track: ML_ALLOC_NEW */
+        void *p = ml__memprof_block(size, (how & ML_NEW_ALIGNED) ? align : 0, 0);
+        return ml__alloc_sampled(p != NULL ? p : get(size, align, how), size, ML_ALLOC_NEW, ret);
+    }
+    return ml__alloc_unsampled(get(size, align, how), size);
 }
 
 /* One more try, charged and counted like the first. */

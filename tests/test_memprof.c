@@ -61,6 +61,11 @@ Test(memprof, free_callback_exactly_once_through_jemallocs_api)
     expect_check("jemalloc_api");
 }
 
+Test(memprof, cxx_new_is_tracked_and_freed_once_through_every_delete)
+{
+    expect_check("cxx_new");
+}
+
 Test(memprof, free_callback_on_the_freeing_thread)
 {
     expect_check("cross_thread");

@@ -39,6 +39,7 @@ static void *volatile sink;
 #define MAX_TRACKED 200000
 static unsigned char state[MAX_TRACKED]; /* 1: allocated, 2: freed, 3+: freed again */
 static long n_alloc, n_free, n_realloc, n_samples, bad;
+static long n_kind[8]; /* alloc callbacks by ml_alloc_kind */
 static pthread_t free_thread_seen;
 static __thread int inside;
 static int nested_seen;
@@ -48,6 +49,7 @@ static void *count_alloc(const ml_allocation *a, void *ctx)
     (void)ctx;
     if (inside) nested_seen++;
     if (a->n_samples < 1 || a->block == NULL) bad++;
+    if ((unsigned)a->kind < 8) __atomic_fetch_add(&n_kind[a->kind], 1, __ATOMIC_RELAXED);
     long id = __atomic_fetch_add(&n_alloc, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&n_samples, (long)a->n_samples, __ATOMIC_RELAXED);
     if (id >= MAX_TRACKED) return NULL;
@@ -552,6 +554,53 @@ static void check_jemalloc_api(void)
            twice, bad);
 }
 
+/* C++'s operator new and delete (exported by libmemlimits under their mangled names, called
+ * here through dlsym): every sampled block tracked with kind ML_ALLOC_NEW, and freed through
+ * plain, sized and aligned delete, each free callback exactly once. */
+static void check_cxx_new(void)
+{
+    void *(*new_)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "_Znwm");
+    void *(*new_aligned)(size_t, size_t) =
+        (void *(*)(size_t, size_t))dlsym(RTLD_DEFAULT, "_ZnwmSt11align_val_t");
+    void (*delete_)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "_ZdlPv");
+    void (*delete_sized)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "_ZdlPvm");
+    void (*delete_aligned_sized)(void *, size_t, size_t) =
+        (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "_ZdlPvmSt11align_val_t");
+    EXPECT(new_ && new_aligned && delete_ && delete_sized && delete_aligned_sized,
+           "C++'s operators are not exported");
+    if (!(new_ && new_aligned && delete_ && delete_sized && delete_aligned_sized)) return;
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    long news = 0;
+    for (int i = 0; i < 900; i++) {
+        size_t n = 100 + (size_t)i;
+        switch (i % 3) {
+        case 0:
+            delete_(new_(n));
+            break;
+        case 1:
+            delete_sized(new_(n), n);
+            break;
+        case 2:
+            delete_aligned_sized(new_aligned(n, 64), n, 64);
+            break;
+        }
+        news++;
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_kind[ML_ALLOC_NEW] == news, "%ld blocks tracked as ML_ALLOC_NEW, expected %ld",
+           n_kind[ML_ALLOC_NEW], news);
+    long twice = 0, never = 0;
+    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
+        if (state[i] == 1) never++;
+        if (state[i] > 2) twice++;
+    }
+    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
+           twice, bad);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -572,6 +621,7 @@ int main(int argc, char **argv)
         {"accounting", check_accounting},
         {"other_thread", check_other_thread},
         {"jemalloc_api", check_jemalloc_api},
+        {"cxx_new", check_cxx_new},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
