@@ -2,17 +2,21 @@
 # functions that leave ml_run by longjmp or a C++ exception. The targets are linked with
 # -lmemlimits (the library owns malloc without LD_PRELOAD) and built with -fno-builtin, so that
 # no malloc/free pair is folded away.
+# They share tasks_common's reporting and clocks (tasks.cmake).
 ml_target(delivery_interrupts memlimits)
 target_compile_options(delivery_interrupts PRIVATE -fno-builtin)
+target_sources(delivery_interrupts PRIVATE $<TARGET_OBJECTS:tasks_common>)
 ml_test(delivery)
 ml_target(delivery_jumps memlimits)
 target_compile_options(delivery_jumps PRIVATE -fno-builtin)
+target_sources(delivery_jumps PRIVATE $<TARGET_OBJECTS:tasks_common>)
 # C++ exceptions out of a task: only with a C++ compiler (the project itself is C).
 include(CheckLanguage)
 check_language(CXX)
 if(CMAKE_CXX_COMPILER)
   enable_language(CXX)
-  add_executable(delivery_exceptions targets/delivery_exceptions.cc)
+  add_executable(delivery_exceptions targets/delivery_exceptions.cc
+                                     $<TARGET_OBJECTS:tasks_common>)
   set_target_properties(delivery_exceptions PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${ML_TARGET_DIR})
   target_include_directories(delivery_exceptions PRIVATE ${CMAKE_SOURCE_DIR}/include)
   target_link_libraries(delivery_exceptions PRIVATE Threads::Threads memlimits)

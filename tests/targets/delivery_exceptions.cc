@@ -10,7 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "delivery_harness.h"
+#include "tasks_common.h"
 
 static const int BLOCK = 100;
 
@@ -27,7 +27,7 @@ static int allocate_blocks(int count)
     return got;
 }
 
-static void task_blocks(void *arg)
+static void task_count_blocks(void *arg)
 {
     *static_cast<int *>(arg) = allocate_blocks(101);
 }
@@ -39,12 +39,12 @@ static void expect_outside_tasks(const char *what)
     int got = allocate_blocks(1000);
     EXPECT(got == 1000, "%s: %d of 1000 allocations outside tasks succeeded", what, got);
     EXPECT_U64(ml_thread_allocated() - before, 1000 * BLOCK);
-    int blocks = 0;
+    int in_task = 0;
     uint64_t allocated = 0;
     ml_limits limits = {100 * BLOCK, 0, nullptr, 0};
-    ml_status st = ml_run(&limits, task_blocks, &blocks, &allocated);
-    EXPECT(st == ML_ALLOCATION_LIMIT && blocks == 100 && allocated == 100 * BLOCK,
-           "%s: a new task: status %s, %d blocks, %llu bytes", what, ml_strstatus(st), blocks,
+    ml_status st = ml_run(&limits, task_count_blocks, &in_task, &allocated);
+    EXPECT(st == ML_ALLOCATION_LIMIT && in_task == 100 && allocated == 100 * BLOCK,
+           "%s: a new task: status %s, %d blocks, %llu bytes", what, ml_strstatus(st), in_task,
            (unsigned long long)allocated);
 }
 
@@ -128,11 +128,11 @@ static void exception_from_inner_task_caught_in_outer_task()
 }
 
 static const scenario scenarios[] = {
-    SCENARIO_ENTRY(exception_out_of_task_leaves_it),
-    SCENARIO_ENTRY(exception_from_inner_task_caught_in_outer_task),
+    SCENARIO(exception_out_of_task_leaves_it),
+    SCENARIO(exception_from_inner_task_caught_in_outer_task),
 };
 
 int main(int argc, char **argv)
 {
-    return run_scenario(scenarios, sizeof scenarios / sizeof scenarios[0], argc, argv);
+    return scenarios_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
 }

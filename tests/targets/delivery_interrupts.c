@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "delivery_harness.h"
+#include "tasks_common.h"
 
 /* ---------------------------------------------------------------------------------------------
  * A task sets a token on its own thread and keeps allocating 100-byte blocks. */
@@ -386,16 +386,16 @@ static void global_limit_seen_by_poll_refused_at_next_allocation(void)
 }
 
 static const scenario scenarios[] = {
-    SCENARIO_ENTRY(own_token_refused_within_one_block),
-    SCENARIO_ENTRY(enclosing_token_refused_within_one_block),
-    SCENARIO_ENTRY(own_token_from_signal_handler_refused_within_one_block),
-    SCENARIO_ENTRY(own_token_set_masked_refused_after_unmask),
-    SCENARIO_ENTRY(token_set_while_task_sleeps_is_reported),
-    SCENARIO_ENTRY(global_limit_crossed_while_task_computes_is_reported),
-    SCENARIO_ENTRY(global_limit_seen_by_poll_refused_at_next_allocation),
+    SCENARIO(own_token_refused_within_one_block),
+    SCENARIO(enclosing_token_refused_within_one_block),
+    SCENARIO(own_token_from_signal_handler_refused_within_one_block),
+    SCENARIO(own_token_set_masked_refused_after_unmask),
+    SCENARIO(token_set_while_task_sleeps_is_reported),
+    SCENARIO(global_limit_crossed_while_task_computes_is_reported),
+    SCENARIO(global_limit_seen_by_poll_refused_at_next_allocation),
 };
 
 int main(int argc, char **argv)
 {
-    return run_scenario(scenarios, sizeof scenarios / sizeof scenarios[0], argc, argv);
+    return scenarios_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
 }

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "delivery_harness.h"
+#include "tasks_common.h"
 
 /* What `longjmp` becomes under _FORTIFY_SOURCE; <setjmp.h> declares it only then. */
 extern void __longjmp_chk(struct __jmp_buf_tag env[1], int val) __attribute__((noreturn));
@@ -64,7 +64,7 @@ static int allocate_blocks(int count)
     return got;
 }
 
-static void task_blocks(void *arg)
+static void task_count_blocks(void *arg)
 {
     *(int *)arg = allocate_blocks(101);
 }
@@ -79,18 +79,18 @@ static void expect_outside_tasks(const char *what)
     int got = allocate_blocks(1000);
     EXPECT(got == 1000, "%s: %d of 1000 allocations outside tasks succeeded", what, got);
     EXPECT_U64(ml_thread_allocated() - before, 1000 * BLOCK);
-    int blocks = 0;
+    int in_task = 0;
     uint64_t allocated = 0;
     ml_limits limits = {100 * BLOCK, 0, NULL, 0};
-    ml_status st = ml_run(&limits, task_blocks, &blocks, &allocated);
-    EXPECT(st == ML_ALLOCATION_LIMIT && blocks == 100 && allocated == 100 * BLOCK,
+    ml_status st = ml_run(&limits, task_count_blocks, &in_task, &allocated);
+    EXPECT(st == ML_ALLOCATION_LIMIT && in_task == 100 && allocated == 100 * BLOCK,
            "%s: a new task under a %d-byte limit: status %s, %d blocks, %llu bytes", what,
-           100 * BLOCK, ml_strstatus(st), blocks, (unsigned long long)allocated);
+           100 * BLOCK, ml_strstatus(st), in_task, (unsigned long long)allocated);
     ml_token *tok = ml_token_create();
-    blocks = 0;
-    st = ml_limit_with_token(tok, task_blocks, &blocks);
-    EXPECT(st == ML_OK && blocks == 101, "%s: a new token task: status %s, %d blocks", what,
-           ml_strstatus(st), blocks);
+    in_task = 0;
+    st = ml_limit_with_token(tok, task_count_blocks, &in_task);
+    EXPECT(st == ML_OK && in_task == 101, "%s: a new token task: status %s, %d blocks", what,
+           ml_strstatus(st), in_task);
     ml_token_destroy(tok);
 }
 
@@ -233,9 +233,9 @@ static void *bystander_main(void *arg)
 
 static void *crosser_main(void *arg)
 {
-    void **blocks = arg;
-    blocks[0] = malloc(32 * MIB); /* crosses the global limit */
-    blocks[1] = malloc(1 * MIB);  /* an event after the crossing: marks the global tasks */
+    void **crossing = arg;
+    crossing[0] = malloc(32 * MIB); /* crosses the global limit */
+    crossing[1] = malloc(1 * MIB);  /* an event after the crossing: marks the global tasks */
     return NULL;
 }
 
@@ -248,11 +248,11 @@ static __attribute__((noinline)) void reuse_frame_and_walk(ml_token *tok)
         words[i] = 1;
 
     ml_set_global_memory_limit(ml_heap_live() + 8 * MIB);
-    void *blocks[2] = {NULL, NULL};
+    void *crossing[2] = {NULL, NULL};
     pthread_t crosser;
-    pthread_create(&crosser, NULL, crosser_main, blocks);
+    pthread_create(&crosser, NULL, crosser_main, crossing);
     pthread_join(crosser, NULL);
-    EXPECT(blocks[0] != NULL && blocks[1] != NULL, "the crossing allocations failed");
+    EXPECT(crossing[0] != NULL && crossing[1] != NULL, "the crossing allocations failed");
 
     bystander b = {tok, 0, (ml_status)-100};
     pthread_t th;
@@ -267,8 +267,8 @@ static __attribute__((noinline)) void reuse_frame_and_walk(ml_token *tok)
     for (int i = 0; i < PATTERN_WORDS; i++)
         changed += words[i] != 1;
     EXPECT(changed == 0, "%d words of the reused frame were written by another thread", changed);
-    free(blocks[0]);
-    free(blocks[1]);
+    free(crossing[0]);
+    free(crossing[1]);
     ml_set_global_memory_limit(ML_UNLIMITED);
 }
 
@@ -489,16 +489,16 @@ static void thread_exit_in_task_runs_its_cleanups(void)
 }
 
 static const scenario scenarios[] = {
-    SCENARIO_ENTRY(longjmp_out_of_task_leaves_it),
-    SCENARIO_ENTRY(longjmp_from_inner_task_to_outer_task),
-    SCENARIO_ENTRY(abandoned_task_not_touched_by_other_threads),
-    SCENARIO_ENTRY(siglongjmp_from_signal_handler_leaves_task),
-    SCENARIO_ENTRY(jumps_inside_task_keep_it),
-    SCENARIO_ENTRY(thread_exits_after_jumping_out_of_task),
-    SCENARIO_ENTRY(thread_exit_in_task_runs_its_cleanups),
+    SCENARIO(longjmp_out_of_task_leaves_it),
+    SCENARIO(longjmp_from_inner_task_to_outer_task),
+    SCENARIO(abandoned_task_not_touched_by_other_threads),
+    SCENARIO(siglongjmp_from_signal_handler_leaves_task),
+    SCENARIO(jumps_inside_task_keep_it),
+    SCENARIO(thread_exits_after_jumping_out_of_task),
+    SCENARIO(thread_exit_in_task_runs_its_cleanups),
 };
 
 int main(int argc, char **argv)
 {
-    return run_scenario(scenarios, sizeof scenarios / sizeof scenarios[0], argc, argv);
+    return scenarios_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0]);
 }

@@ -16,6 +16,10 @@
 
 #include "memlimits.h"
 
+#ifdef __cplusplus
+extern "C" { /* tests/targets/delivery_exceptions.cc */
+#endif
+
 #define KIB ((uint64_t)1 << 10)
 #define MIB ((uint64_t)1 << 20)
 
@@ -75,6 +79,11 @@ void sleep_ms(long ms);
 double now_s(void);
 /* Waits up to `seconds` for *flag to become nonzero; returns its value. */
 int wait_flag(const int *flag, double seconds);
+/* Sets *flag for wait_flag. */
+static inline void raise_flag(int *flag)
+{
+    __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+}
 /* The system call thread `tid` of this process is blocked in (the first field of
  * /proc/self/task/TID/syscall), or -1 when it is running or cannot be read. */
 long blocked_syscall(int tid);
@@ -188,5 +197,9 @@ typedef struct waiter {
 void waiter_start(waiter *w, pthread_t *th);
 /* Unblocks a waiter that was not woken, so that the scenario can finish, and joins it. */
 void waiter_finish(waiter *w, pthread_t th);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
