@@ -80,6 +80,24 @@ static stack *intern(void *const *frames, unsigned depth)
     return s;
 }
 
+/* Counts record r's block of `size` bytes at stack s; detach takes it off its stack's live
+ * figures. Under the lock. */
+static void attach(record *r, stack *s, size_t size)
+{
+    s->live_objs++;
+    s->live_bytes += size;
+    s->alloc_objs++;
+    s->alloc_bytes += size;
+    r->where = s;
+    r->size = size;
+}
+
+static void detach(record *r)
+{
+    r->where->live_objs--;
+    r->where->live_bytes -= r->size;
+}
+
 static void *on_alloc(const ml_allocation *a, void *ctx)
 {
     (void)ctx;
@@ -91,12 +109,7 @@ static void *on_alloc(const ml_allocation *a, void *ctx)
     else
         r = carve(sizeof *r);
     if (s != NULL && r != NULL) {
-        s->live_objs++;
-        s->live_bytes += a->size;
-        s->alloc_objs++;
-        s->alloc_bytes += a->size;
-        r->where = s;
-        r->size = a->size;
+        attach(r, s, a->size);
     } else {
         r = NULL;
     }
@@ -109,8 +122,7 @@ static void on_free(void *tracked, void *ctx)
     (void)ctx;
     record *r = tracked;
     pthread_mutex_lock(&lock);
-    r->where->live_objs--;
-    r->where->live_bytes -= r->size;
+    detach(r);
     r->next_free = free_records;
     free_records = r;
     pthread_mutex_unlock(&lock);
@@ -123,14 +135,8 @@ static void *on_realloc(void *tracked, const ml_allocation *a, void *ctx)
     pthread_mutex_lock(&lock);
     stack *s = intern(a->callstack, a->callstack_len);
     if (s != NULL) {
-        r->where->live_objs--;
-        r->where->live_bytes -= r->size;
-        s->live_objs++;
-        s->live_bytes += a->size;
-        s->alloc_objs++;
-        s->alloc_bytes += a->size;
-        r->where = s;
-        r->size = a->size;
+        detach(r);
+        attach(r, s, a->size);
     }
     pthread_mutex_unlock(&lock);
     return r;
