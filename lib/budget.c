@@ -61,12 +61,23 @@ void ml__budget_fork_child(ml_thread *t)
 
 /* A thread's unspent lease: what it leased, less what it allocated since its last event
  * (ml__since_arm), which the countdown kept within the lease. */
-static void add_unspent(ml_thread *t, void *ctx)
+static uint64_t unspent(const ml_thread *t)
 {
     uint64_t lease = ML_LOAD(&t->lease_left);
-    if (lease == ML_NONE) return; /* registered before its lease was set: holds none */
+    if (lease == ML_NONE) return 0; /* registered before its lease was set: holds none */
     uint64_t spent = ml__since_arm(t);
-    *(uint64_t *)ctx += lease > spent ? lease - spent : 0;
+    return lease > spent ? lease - spent : 0;
+}
+
+static void add_unspent(ml_thread *t, void *ctx)
+{
+    *(uint64_t *)ctx += unspent(t);
+}
+
+void ml__budget_fork_lost(const ml_thread *t)
+{
+    if (budget_total == ML_NONE || ml__ledger_budget_shared()) return;
+    ML_STORE(&pool, ML_LOAD(&pool) + unspent(t)); /* the child's one thread */
 }
 
 uint64_t ml__budget_left(int exact)

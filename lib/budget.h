@@ -29,5 +29,9 @@ uint64_t ml__budget_left(int exact);
  * which may still spend it; the child drops it. (Per process, the child keeps a copy of the
  * parent's budget, as it keeps a copy of its heap.) */
 void ml__budget_fork_child(ml_thread *t);
+/* In the fork child of a multithreaded process, for a thread t that did not survive the fork:
+ * per process, the child's copy of the budget gets t's unspent lease back (t will never spend
+ * it); in a process tree the lease is the parent's, whose thread still holds it. */
+void ml__budget_fork_lost(const ml_thread *t);
 
 #endif

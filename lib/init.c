@@ -29,6 +29,7 @@
 #include "sampler.h"
 #include "task.h"
 #include "thread.h"
+#include "token.h"
 
 static int init_state; /* 0: not started, 1: running, 2: done */
 static ml_config config;
@@ -59,6 +60,7 @@ static void thread_retire(ml_thread *t)
 
 static void fork_child(int multithreaded)
 {
+    if (multithreaded) ml__token_fork_child();
     ml__task_fork_child(multithreaded);
     ml__memprof_fork_child();
     ml__profile_fork_child();
@@ -85,7 +87,14 @@ static void tree_figures(ml_ledger_figures *f)
     f->peak = ml__heap_peak();
 }
 
-static const ml_thread_hooks thread_hooks = {thread_exit_round, thread_retire, fork_child};
+static void fork_lost(const ml_thread *t)
+{
+    ml__budget_fork_lost(t);
+}
+
+static const ml_thread_hooks thread_hooks = {
+    thread_exit_round, thread_retire,          fork_child,
+    fork_lost,         ml__token_fork_prepare, ml__token_fork_parent};
 
 static ML_COLD void fatal(const char *line)
 {

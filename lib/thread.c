@@ -185,6 +185,7 @@ static void fork_prepare(void)
 {
     fork_locked = !ml__host_single_threaded();
     if (!fork_locked) return;
+    hooks->fork_prepare();
     ml__host_stdio_lock();
     pthread_mutex_lock(&registry_lock);
     ml__host_jemalloc_prefork();
@@ -196,6 +197,7 @@ static void fork_parent(void)
     ml__host_jemalloc_postfork_parent();
     pthread_mutex_unlock(&registry_lock);
     ml__host_stdio_unlock();
+    hooks->fork_parent();
 }
 
 /* The child after a fork that took the locks: reset them, and reduce the registry. */
@@ -208,8 +210,10 @@ static void fork_child_locked(ml_thread *self)
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         if (t == self) continue;
         /* The other threads are gone; their blocks stay live in the child's copy of the heap,
-         * so their reported balances stay in the sum. Their allocations become retired. */
+         * so their reported balances stay in the sum. Their allocations become retired, and
+         * what they held of the modules above (a budget lease) is the child's to take back. */
         retire_totals(t);
+        hooks->fork_lost(t);
     }
     registry = NULL;
     registered_count = 0;

@@ -180,6 +180,14 @@ typedef struct ml_thread_hooks {
      * this thread, nothing was locked, and the code a signal handler interrupted may be in the
      * middle of updating any shared structure: touch only this thread's own facts. */
     void (*fork_child)(int multithreaded);
+    /* In the fork child, for each thread that did not survive a fork that took every lock,
+     * before the registry drops it: its struct is the child's copy, as of the fork. */
+    void (*fork_lost)(const ml_thread *t);
+    /* Around a fork that takes every lock (a multithreaded process): prepare takes the locks of
+     * the modules above the registry, before any of thread.c's; parent releases them after.
+     * fork_child(1) resets them in the child. */
+    void (*fork_prepare)(void);
+    void (*fork_parent)(void);
 } ml_thread_hooks;
 
 /* Sets up the pthread key whose destructor retires a thread, and the fork handlers. Called once

@@ -255,3 +255,18 @@ int ml_token_fd(ml_token *token)
     errno = saved;
     return fd;
 }
+
+void ml__token_fork_prepare(void)
+{
+    pthread_mutex_lock(&token_lock);
+}
+
+void ml__token_fork_parent(void)
+{
+    pthread_mutex_unlock(&token_lock);
+}
+
+void ml__token_fork_child(void)
+{
+    pthread_mutex_init(&token_lock, NULL);
+}

@@ -7,4 +7,10 @@
 /* Whether `token` points at a live token (not NULL, not destroyed). */
 int ml__token_valid(const ml_token *token);
 
+/* fork of a multithreaded process (thread.h's hooks): prepare takes the tokens' lock, so that no
+ * token is half made or half destroyed in the child; parent releases it; the child resets it. */
+void ml__token_fork_prepare(void);
+void ml__token_fork_parent(void);
+void ml__token_fork_child(void);
+
 #endif

@@ -94,3 +94,21 @@ Test(fork, wake_task_signalled_again_when_fork_drops_pending_signal)
 {
     expect_target("fork_wake", "pending_at_fork", 0, wake_env, "ok pending_at_fork");
 }
+
+/* A fork while another thread holds the tokens' lock (inside ml_token_create, ml_token_fd or
+ * ml_token_destroy). Before the fix, the lock stayed held in the child, whose first token call
+ * hung. */
+Test(fork, token_lock_is_not_inherited_held)
+{
+    expect_target("fork_state", "tokens", 0, NULL, "ok tokens");
+}
+
+static const char *const lease_env[] = {"MEMLIMITS_ALLOC=64M", "MEMLIMITS_ON_ALLOC=enomem", NULL};
+
+/* A per-process budget across a multithreaded fork: the unspent leases of the threads that do not
+ * survive it are the child's to spend. Before the fix, they were lost: the child's exact
+ * budget_left was short by the other thread's lease. */
+Test(fork, child_keeps_lost_threads_unspent_leases)
+{
+    expect_target("fork_state", "leases", 0, lease_env, "ok leases");
+}

@@ -233,7 +233,15 @@ static void fork_noop(int multithreaded)
     (void)multithreaded;
 }
 
-static const ml_thread_hooks noop_hooks = {hook_noop, hook_noop, fork_noop};
+static void fork_lost_noop(const ml_thread *t)
+{
+    (void)t;
+}
+
+static void noop(void) {}
+
+static const ml_thread_hooks noop_hooks = {hook_noop,      hook_noop, fork_noop,
+                                           fork_lost_noop, noop,      noop};
 
 static void *race_owner(void *arg)
 {
