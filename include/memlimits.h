@@ -149,7 +149,9 @@ typedef struct ml_stats {
     uint64_t heap_mapped_max; /* ml_stat: the highest heap_mapped seen by ml_stat or glibc's
                                  mallinfo family, at least heap_peak. ml_quick_stat: 0 */
 
-    /* The process allocation budget (MEMLIMITS_ALLOC) and the global memory limit. */
+    /* The process allocation budget (MEMLIMITS_ALLOC) and the global memory limit. Under
+     * memlimit's tree mode, the tree's budget: used is what every process of the tree allocated,
+     * and the other processes' unspent leases (1 MiB each at most) count as used. */
     uint64_t budget_total; /* ML_UNLIMITED: no budget (budget_used 0, budget_left ML_UNLIMITED) */
     uint64_t budget_used;  /* budget_total - budget_left */
     uint64_t budget_left;  /* ml_stat: exact (the threads' unspent leases count as left).

@@ -83,9 +83,12 @@ void ml__budget_fork_lost(const ml_thread *t)
 uint64_t ml__budget_left(int exact)
 {
     if (budget_total == ML_NONE) return ML_NONE;
-    if (!exact) return ML_LOAD(&pool);
+    /* A process tree's budget: what no process holds, plus (exact) this process's unspent
+     * leases. The pool is not used then. */
+    uint64_t base = ml__ledger_budget_shared() ? ml__ledger_budget_unlent() : ML_LOAD(&pool);
+    if (!exact) return base;
     ml__registry_lock();
-    uint64_t left = ML_LOAD(&pool);
+    uint64_t left = base;
     ml__thread_each_locked(add_unspent, &left);
     ml__registry_unlock();
     return left;

@@ -23,7 +23,9 @@ void ml__budget_release(ml_thread *t);
 /* Bytes of the budget not yet allocated (ML_NONE: no budget). Exact (`exact` nonzero): the pool
  * plus every registered thread's unspent lease, under the registry lock; exact for threads that
  * are not allocating or exiting during the call. Otherwise the pool alone, lock-free: leases
- * count as spent, so it is low by at most ML_LEASE_BYTES per thread. Any thread. */
+ * count as spent, so it is low by at most ML_LEASE_BYTES per thread. Any thread. In a process
+ * tree the tree's unlent budget stands for the pool: "exact" then counts this process's unspent
+ * leases as left and other processes' as spent. */
 uint64_t ml__budget_left(int exact);
 /* In a fork child, for the forking thread t: in a process tree its lease belongs to the parent,
  * which may still spend it; the child drops it. (Per process, the child keeps a copy of the

@@ -560,6 +560,12 @@ uint64_t ml__ledger_budget_lease(uint64_t need)
     return take;
 }
 
+uint64_t ml__ledger_budget_unlent(void)
+{
+    ml_ledger *l = ledger;
+    return saturating_sub(l->budget, ML_LOAD(&l->budget_spent));
+}
+
 void ml__ledger_budget_return(uint64_t bytes)
 {
     ml_ledger_slot *s = ML_LOAD(&slot);

@@ -156,6 +156,8 @@ int ml__ledger_budget_shared(void);
 uint64_t ml__ledger_budget_lease(uint64_t need);
 /* A thread's unspent lease goes back (thread exit). */
 void ml__ledger_budget_return(uint64_t bytes);
+/* The tree's budget that no process holds or spent (the leases count as spent). Lock-free. */
+uint64_t ml__ledger_budget_unlent(void);
 
 /* A process-wide limit (0 heap cap, 1 budget) refused allocation number `allocation` of thread
  * `thread`, of `size` bytes; `action` is the process's action for it. Records it in the slot and,

@@ -561,6 +561,44 @@ Test(tree, filling_processes_stay_within_the_trees_stated_bound)
     remove_scratch();
 }
 
+/* ml_stat in a process of a tree speaks of the tree's budget: what every process allocated so far
+ * is used. Before the fix it spoke of the process's own pool, untouched in tree mode (the leases
+ * come from the ledger): used was 0 whatever the tree had allocated. */
+Test(tree, ml_stat_reports_the_trees_budget)
+{
+    char *doc;
+    make_scratch();
+    char *script;
+    cr_assert_geq(asprintf(&script, "%s spend 30 && %s print", ml_test_target("tree_stat"),
+                           ml_test_target("tree_stat")),
+                  0);
+    const char *args[] = {"--alloc", "100M", NULL};
+    const char *command[] = {"sh", "-c", script, NULL};
+    ml_child c = launch(args, command, NULL, &doc);
+    cr_expect(c.exited && c.status == 0, "status %d: %s", c.status, c.err);
+    unsigned long long total, used, left, quick_used;
+    const char *line = strstr(c.out, "total ");
+    cr_assert_not_null(line, "%s", c.out);
+    cr_assert_eq(sscanf(line, "total %llu used %llu left %llu quick_used %llu", &total, &used,
+                        &left, &quick_used),
+                 4, "%s", c.out);
+    cr_expect_eq(total, 100 * MIB);
+    cr_expect_eq(left, total - used);
+    /* The first process's 30 MiB (it ended: its unspent lease came back), plus the lease the
+     * shell, still running, holds (its allocations and a top-up of at most
+     * ML_LEDGER_BUDGET_EXTRA, 1 MiB), plus what the printing process allocated: its own unspent
+     * lease counts as left in ml_stat and as spent in the quick figure, which cannot be below the
+     * exact one. */
+    cr_expect_geq(used, 30 * MIB, "%s", c.out);
+    cr_expect_leq(used, 31 * MIB + 256 * 1024, "%s", c.out);
+    cr_expect_geq(quick_used, used, "%s", c.out);
+    cr_expect_leq(quick_used, used + MIB + 256 * 1024, "%s", c.out);
+    free(script);
+    free(doc);
+    ml_child_free(&c);
+    remove_scratch();
+}
+
 /* ---- Signals, escapes, Python, measuring ------------------------------------------------- */
 
 Test(tree, a_signal_sent_to_memlimit_reaches_the_command)

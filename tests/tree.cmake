@@ -3,6 +3,7 @@
 # and one budget, make -j2, kill -9, pid reuse, a thousand short processes, exec chains, fork,
 # escapes, the report, --measure).
 ml_target(tree_fill memlimits)
+ml_target(tree_stat memlimits)
 ml_target(tree_fork)
 ml_target(tree_pid_reuse)
 ml_target(tree_gofake)
