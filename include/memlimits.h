@@ -572,6 +572,15 @@ ML_API void ml_memprof_stop(ml_profile *p);
  * no effect. Thread-safe; not from a callback of the same profile. */
 ML_API void ml_memprof_discard(ml_profile *p);
 
+/* The sampled blocks the profile could not track, and their samples in *samples (when not NULL):
+ * blocks of jemalloc's mallocx and rallocx that the flags put in an arena the program names
+ * (MALLOCX_ARENA), the charge (size + extra) of xallocx, which never moves a block, and
+ * sampled blocks for which no tracked block could be had. No callback ran for them; each is
+ * counted once, with Binomial(n, 1/mean_gap) samples like any block. Counts run from
+ * ml_memprof_start; valid until ml_memprof_discard. NULL: 0. Thread-safe (relaxed reads: a block
+ * being allocated on another thread may not be counted yet). */
+ML_API uint64_t ml_memprof_untracked(const ml_profile *p, uint64_t *samples);
+
 /* Writes a heap profile of the built-in heap profile (MEMLIMITS_PROFILE) to `path` ("%p": the
  * pid), in the gperftools heap-profile text format that jeprof, google-pprof and go tool pprof
  * read: the sampled live blocks by callstack. Returns 0, or -1 with errno (ENOENT: no heap
