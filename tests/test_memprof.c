@@ -145,3 +145,8 @@ Test(memprof, arena_blocks_stay_untracked_and_are_counted)
 {
     expect_check("mallocx_arena");
 }
+
+Test(memprof, free_callbacks_run_at_the_next_mallocx_rallocx_or_xallocx)
+{
+    expect_check("mallocx_free_callbacks");
+}

@@ -909,6 +909,39 @@ static void check_mallocx_arena(void)
     check_freed_once();
 }
 
+/* The free callback of a tracked block runs at the freeing thread's next allocation, when that
+ * allocation is a mallocx, rallocx or xallocx too (a stopped profile: nothing new is sampled). */
+static void check_mallocx_runs_free_callbacks(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    static void *blocks[3];
+    for (int i = 0; i < 3; i++)
+        blocks[i] = malloc(100);
+    void *r = je.mallocx(100, 0), *x = je.mallocx(100, 0);
+    ml_memprof_stop(p);
+    r = je.rallocx(r, 200, 0); /* tracked: moved, realloc callback; not sampled */
+    long frees = n_free;
+    free(blocks[0]);
+    void *a = je.mallocx(50, 0);
+    EXPECT(n_free == frees + 1, "mallocx: %ld free callbacks, expected 1", n_free - frees);
+    free(blocks[1]);
+    void *b = je.mallocx(60, 0);
+    b = je.rallocx(b, 5000, 0);
+    EXPECT(n_free == frees + 2, "rallocx: %ld free callbacks, expected 2", n_free - frees);
+    free(blocks[2]);
+    je.xallocx(b, 5000, 100, 0);
+    EXPECT(n_free == frees + 3, "xallocx: %ld free callbacks, expected 3", n_free - frees);
+    je.dallocx(a, 0);
+    je.dallocx(b, 0);
+    je.dallocx(r, 0);
+    je.dallocx(x, 0);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+    check_freed_once();
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -935,6 +968,7 @@ int main(int argc, char **argv)
         {"rallocx_sampled", check_rallocx_sampled},
         {"mallocx_refuse", check_mallocx_refuse},
         {"mallocx_arena", check_mallocx_arena},
+        {"mallocx_free_callbacks", check_mallocx_runs_free_callbacks},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
