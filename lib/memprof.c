@@ -351,17 +351,23 @@ static uint32_t sampled_mask(uint32_t *gens)
     return mask;
 }
 
-void ml__memprof_untracked(void)
+/* The slots in `mask` (from sampled_mask) count the allocation at hand as untracked. */
+static void count_untracked(uint32_t mask, const uint32_t *gens)
 {
-    mp_thread *m = &mp;
-    for (int s = 0; m->sampled && s < ML_MEMPROF_MAX; s++) {
+    for (int s = 0; s < ML_MEMPROF_MAX; s++) {
         struct ml_profile *p = &slots[s];
         /* A slot discarded and started again since the event counts nothing of the old one. */
-        if (m->gen[s] == 0 || m->counts[s] == 0 || ML_LOAD(&p->gen) != m->gen[s]) continue;
+        if (!(mask >> s & 1) || ML_LOAD(&p->gen) != gens[s]) continue;
         __atomic_add_fetch(&p->untracked_blocks, 1, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&p->untracked_samples, m->counts[s], __ATOMIC_RELAXED);
+        __atomic_add_fetch(&p->untracked_samples, mp.counts[s], __ATOMIC_RELAXED);
     }
-    m->sampled = 0;
+}
+
+void ml__memprof_untracked(void)
+{
+    uint32_t gens[ML_MEMPROF_MAX];
+    count_untracked(sampled_mask(gens), gens);
+    mp.sampled = 0;
 }
 
 void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret)
@@ -424,10 +430,14 @@ void *ml__memprof_reallocx(void *p, size_t n, size_t align, int zero, const void
         return NULL;
     }
     memcpy(q, p, old_size < n ? old_size : n);
+    /* No tracked block could be had: q's free would never be seen, so its samples are counted
+     * untracked and the old block's trackers see it freed. */
+    int tracked = ml__host_tracked_owns(q);
+    if (!tracked) count_untracked(mask, gens);
     entry tmp;
     memset(&tmp, 0, sizeof tmp);
     /* New samples first: a refusal leaves the old block as it was. */
-    uint32_t fresh = mask;
+    uint32_t fresh = tracked ? mask : 0;
     for (int s = 0; old != NULL && s < ML_MEMPROF_MAX; s++)
         if (old->gen[s] != 0 && slots[s].tracker.realloc != NULL) fresh &= ~(1u << s);
     if (run_alloc(&tmp, fresh, gens, q, n, ML_ALLOC_REALLOC, ret) != 0) {
@@ -445,7 +455,7 @@ void *ml__memprof_reallocx(void *p, size_t n, size_t align, int zero, const void
         int captured = 0;
         for (int s = 0; s < ML_MEMPROF_MAX; s++) {
             if (old->gen[s] == 0) continue;
-            if (slots[s].tracker.realloc == NULL) {
+            if (slots[s].tracker.realloc == NULL || !tracked) {
                 gone.gen[s] = old->gen[s];
                 gone.value[s] = old->value[s];
                 continue;
@@ -468,7 +478,7 @@ void *ml__memprof_reallocx(void *p, size_t n, size_t align, int zero, const void
         }
         entry_release(old);
     }
-    if (!entry_empty(&tmp) && ml__host_tracked_owns(q)) table_insert(&tmp, q);
+    if (!entry_empty(&tmp)) table_insert(&tmp, q); /* only when q is tracked */
     mlje_free(p); /* its entry is gone: the free upcall finds nothing */
     run_free(&gone);
     callbacks_done();

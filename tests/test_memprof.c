@@ -150,3 +150,8 @@ Test(memprof, free_callbacks_run_at_the_next_mallocx_rallocx_or_xallocx)
 {
     expect_check("mallocx_free_callbacks");
 }
+
+Test(memprof, no_tracked_block_counted_and_moved_blocks_freed_once)
+{
+    expect_check("no_tracked_block");
+}

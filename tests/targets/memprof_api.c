@@ -9,8 +9,10 @@
 #include <memlimits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -942,6 +944,61 @@ static void check_mallocx_runs_free_callbacks(void)
     check_freed_once();
 }
 
+/* Sampled blocks for which no tracked block can be had (the tracked arena's range made small by
+ * an address-space limit at ml_memprof_start, then lifted): malloc, mallocx and realloc still
+ * succeed with ordinary blocks, no alloc callback runs for them, ml_memprof_untracked counts
+ * them, and a tracked block realloc'd or rallocx'd into such a block gets its free callback at
+ * once (its tracker could never be told of the new block's free). */
+static void check_no_tracked_block(void)
+{
+    if (!find_jemalloc_api()) return;
+    uint64_t (*untracked)(const ml_profile *, uint64_t *) =
+        (uint64_t(*)(const ml_profile *, uint64_t *))dlsym(RTLD_DEFAULT, "ml_memprof_untracked");
+    EXPECT(untracked != NULL, "ml_memprof_untracked is not exported");
+    if (untracked == NULL) return;
+    const size_t big = (size_t)300 << 20;
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    EXPECT(f != NULL && fscanf(f, "%ld", &pages) == 1, "/proc/self/statm");
+    if (f != NULL) fclose(f);
+    struct rlimit was, low;
+    getrlimit(RLIMIT_AS, &was);
+    low = was;
+    /* Room for a 256 MiB reservation (the smallest the arena takes), not for 512 MiB. */
+    low.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)400 << 20);
+    EXPECT(setrlimit(RLIMIT_AS, &low) == 0, "setrlimit: %s", strerror(errno));
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    EXPECT(setrlimit(RLIMIT_AS, &was) == 0, "setrlimit back: %s", strerror(errno));
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    if (p == NULL) return;
+    void *small = malloc(100), *smallx = je.mallocx(100, 0);
+    EXPECT(n_alloc == 2, "small blocks not tracked: %ld alloc callbacks", n_alloc);
+    long allocs = n_alloc;
+    char *a = malloc(big), *b = je.mallocx(big, MALLOCX_ZERO);
+    EXPECT(a != NULL && b != NULL && b[big - 1] == 0, "malloc or mallocx of 300 MiB failed");
+    EXPECT(n_alloc == allocs, "an alloc callback for a block that is not tracked");
+    char *c = realloc(small, big), *d = je.rallocx(smallx, big, 0);
+    EXPECT(c != NULL && d != NULL, "realloc or rallocx to 300 MiB failed");
+    EXPECT(n_free == 2 && n_realloc == 0,
+           "tracked blocks moved to blocks that are not: %ld free callbacks (expected 2), %ld "
+           "realloc callbacks (expected 0)",
+           n_free, n_realloc);
+    uint64_t samples = 0, blocks = untracked(p, &samples);
+    EXPECT(blocks == 4 && samples == 4 * (uint64_t)big,
+           "untracked: %llu blocks, %llu samples; expected 4, %llu", (unsigned long long)blocks,
+           (unsigned long long)samples, 4 * (unsigned long long)big);
+    free(a);
+    je.dallocx(b, 0);
+    free(c);
+    je.dallocx(d, 0);
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+    check_freed_once();
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -969,6 +1026,7 @@ int main(int argc, char **argv)
         {"mallocx_refuse", check_mallocx_refuse},
         {"mallocx_arena", check_mallocx_arena},
         {"mallocx_free_callbacks", check_mallocx_runs_free_callbacks},
+        {"no_tracked_block", check_no_tracked_block},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
