@@ -508,7 +508,9 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
  *  - realloc: a tracked block was moved or resized by realloc (the new block is in `a`, kind
  *    ML_ALLOC_REALLOC, n_samples the samples of the new request, possibly 0); returns the new
  *    tracking value, or NULL to stop tracking it (no free callback then). A NULL realloc
- *    pointer: a free of the old block and, if the new request was sampled, an alloc;
+ *    pointer: a free of the old block and, if the new request was sampled, an alloc. When no
+ *    tracked block can be had for the new block (ml_memprof_untracked), the free callback runs
+ *    instead, at once;
  *  - free: exactly once per tracked block, whatever thread frees it and however (free,
  *    realloc, free_sized, free_aligned_sized, C++ delete, jemalloc's dallocx, sdallocx and
  *    rallocx), on the freeing thread, after the block is released: at that thread's next
