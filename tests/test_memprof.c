@@ -155,3 +155,8 @@ Test(memprof, no_tracked_block_counted_and_moved_blocks_freed_once)
 {
     expect_check("no_tracked_block");
 }
+
+Test(memprof, mallocx_callstack_starts_at_the_caller)
+{
+    expect_check("mallocx_callstack");
+}

@@ -999,6 +999,26 @@ static void check_no_tracked_block(void)
     check_freed_once();
 }
 
+/* The callstack of a mallocx block starts at mallocx's caller, as malloc's does. */
+__attribute__((noinline)) static void *mallocx_site(void)
+{
+    void *p = je.mallocx(1000, MALLOCX_ZERO);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+static void check_mallocx_callstack(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_tracker t = {stack_alloc, NULL, NULL, NULL};
+    ml_profile *p = ml_memprof_start(1, 16, &t);
+    je.dallocx(mallocx_site(), 0);
+    ml_memprof_discard(p);
+    uintptr_t site = (uintptr_t)mallocx_site, f = (uintptr_t)frame0;
+    EXPECT(frames_len >= 2 && frames_len <= 16, "callstack of %u frames", frames_len);
+    EXPECT(f > site && f < site + 64, "frame 0 %p is not in mallocx_site %p", frame0, (void *)site);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -1027,6 +1047,7 @@ int main(int argc, char **argv)
         {"mallocx_arena", check_mallocx_arena},
         {"mallocx_free_callbacks", check_mallocx_runs_free_callbacks},
         {"no_tracked_block", check_no_tracked_block},
+        {"mallocx_callstack", check_mallocx_callstack},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
