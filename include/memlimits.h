@@ -534,7 +534,9 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
  * untracked, since arena.<i>.reset and .destroy release its blocks without a free (a tracked
  * block rallocx'd there gets its free callback at once); xallocx never moves a block, so its
  * sampled charge (size + extra) is untracked too, and a tracked block keeps its size (no
- * callback). ml_memprof_untracked counts such blocks.
+ * callback). ml_memprof_untracked counts such blocks. A rallocx without MALLOCX_ARENA is
+ * realloc whatever arena the block was in (jemalloc too moves such a block to the thread's arena
+ * when it cannot resize it in place): pass MALLOCX_ARENA to keep a block in its arena.
  * Cost: sampled blocks of up to 14 KiB occupy a 16 KiB extent of a dedicated arena (counted in
  * the live heap at their own size); sampled blocks between 14 and 32 KiB are allocated 40 KiB.
  */
