@@ -510,13 +510,15 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
  *  - realloc: a tracked block was moved or resized by realloc (the new block is in `a`, kind
  *    ML_ALLOC_REALLOC, n_samples the samples of the new request, possibly 0); returns the new
  *    tracking value, or NULL to stop tracking it (no free callback then). A NULL realloc
- *    pointer: a free of the old block and, if the new request was sampled, an alloc;
+ *    pointer: a free of the old block and, if the new request was sampled, an alloc. When no
+ *    tracked block can be had for the new block (ml_memprof_untracked), the free callback runs
+ *    instead, at once;
  *  - free: exactly once per tracked block, whatever thread frees it and however (free,
- *    realloc, free_sized, free_aligned_sized, C++ delete), on the freeing thread, after the
- *    block is released: at that thread's next allocation (free itself stays jemalloc's code, so
- *    it returns first), or at once when the block was released by realloc or by memlimits; at
- *    the latest when the thread calls ml_memprof_start/stop/discard or ml_heap_profile_write,
- *    or exits.
+ *    realloc, free_sized, free_aligned_sized, C++ delete, jemalloc's dallocx, sdallocx and
+ *    rallocx), on the freeing thread, after the block is released: at that thread's next
+ *    allocation (free itself stays jemalloc's code, so it returns first), or at once when the
+ *    block was released by realloc or by memlimits; at the latest when the thread calls
+ *    ml_memprof_start/stop/discard or ml_heap_profile_write, or exits.
  * Callbacks run with no memlimits or jemalloc lock held. While a callback runs on a thread,
  * that thread samples nothing and runs no other callback: its allocations succeed, are counted
  * by the limits, and are not sampled; a tracked block it frees gets its free callback after
@@ -527,11 +529,25 @@ ML_API void ml_cleanup_pop(ml_cleanup *frame, int execute);
  * allocation event after ml_memprof_start (the calling thread: at once; others: within their
  * next 1 MiB of allocation). A forked child inherits no profile: no callback of the parent's
  * profiles ever runs in it.
+ * jemalloc's own API: mallocx's sampled blocks are tracked with the flags honoured (alignment,
+ * zeroing); rallocx is realloc (realloc callbacks for a tracked block, an alloc callback of kind
+ * ML_ALLOC_REALLOC when its sampled request moves an untracked block); a thread cache the flags
+ * name changes nothing. Flags that name an arena (MALLOCX_ARENA) keep the block in that arena,
+ * untracked, since arena.<i>.reset and .destroy release its blocks without a free (a tracked
+ * block rallocx'd there gets its free callback at once); xallocx never moves a block, so its
+ * sampled charge (size + extra) is untracked too, and a tracked block keeps its size (no
+ * callback). ml_memprof_untracked counts such blocks. A rallocx without MALLOCX_ARENA is
+ * realloc whatever arena the block was in (jemalloc too moves such a block to the thread's arena
+ * when it cannot resize it in place): pass MALLOCX_ARENA to keep a block in its arena.
  * Cost: sampled blocks of up to 14 KiB occupy a 16 KiB extent of a dedicated arena (counted in
  * the live heap at their own size); sampled blocks between 14 and 32 KiB are allocated 40 KiB.
  */
 #define ML_MEMPROF_MAX 4
 
+/* What made a sampled block: malloc, and mallocx without the flags below; calloc, and mallocx
+ * with MALLOCX_ZERO; realloc and rallocx (in an alloc callback: an untracked block moved by a
+ * sampled request); posix_memalign, aligned_alloc, memalign, valloc, pvalloc, and mallocx with
+ * MALLOCX_ALIGN or MALLOCX_LG_ALIGN (zeroed or not); C++'s operator new, every variant. */
 typedef enum ml_alloc_kind {
     ML_ALLOC_MALLOC,
     ML_ALLOC_CALLOC,
@@ -573,6 +589,15 @@ ML_API void ml_memprof_stop(ml_profile *p);
  * waits for those running on other threads); its tracked blocks are forgotten; p is freed. NULL:
  * no effect. Thread-safe; not from a callback of the same profile. */
 ML_API void ml_memprof_discard(ml_profile *p);
+
+/* The sampled blocks the profile could not track, and their samples in *samples (when not NULL):
+ * blocks of jemalloc's mallocx and rallocx that the flags put in an arena the program names
+ * (MALLOCX_ARENA), the charge (size + extra) of xallocx, which never moves a block, and
+ * sampled blocks for which no tracked block could be had. No callback ran for them; each is
+ * counted once, with Binomial(n, 1/mean_gap) samples like any block. Counts run from
+ * ml_memprof_start; valid until ml_memprof_discard. NULL: 0. Thread-safe (relaxed reads: a block
+ * being allocated on another thread may not be counted yet). */
+ML_API uint64_t ml_memprof_untracked(const ml_profile *p, uint64_t *samples);
 
 /* Writes a heap profile of the built-in heap profile (MEMLIMITS_PROFILE) to `path` ("%p": the
  * pid), in the gperftools heap-profile text format that jeprof, google-pprof and go tool pprof

@@ -29,10 +29,6 @@ ML_NOINLINE ML_COLD void *ml__new_failed(size_t size, size_t align, unsigned how
  * refused or out of memory. */
 ML_NOINLINE void *ml__aligned_alloc_slow(size_t align, size_t size, const void *ret);
 
-/* jemalloc's allocating calls after their charge hit an event: the event (the alignment taken
- * from `flags`, the block replaced for rallocx and xallocx), then jemalloc. Refused: mallocx and
- * rallocx return NULL (errno ENOMEM), xallocx the block's size unchanged, as when it cannot grow
- * in place. `n` of xallocx is what was charged: size + extra, the most it may take. */
 /* The alignment a jemalloc flags word asks for (MALLOCX_ALIGN), 0 for none: what the entries
  * charge (ml__charge_aligned) and the slow halves pass to the event, the same on both sides. */
 static inline size_t ml__flags_alignment(int flags)
@@ -41,6 +37,13 @@ static inline size_t ml__flags_alignment(int flags)
     return lg != 0 ? (size_t)1 << lg : 0;
 }
 
+/* jemalloc's allocating calls after their charge hit an event (rallocx also for a block in the
+ * tracked range): the event (the alignment taken from `flags`, the block replaced for rallocx and
+ * xallocx), then jemalloc, or the profiler for a sampled request or a tracked block (alloc.c's
+ * realloc and include/memlimits.h, "Memprof", say which), then the thread's queued free
+ * callbacks. Refused (by a limit, or by a tracker with ML_MEMPROF_REFUSE): mallocx and rallocx
+ * return NULL (errno ENOMEM), xallocx the block's size unchanged, as when it cannot grow in
+ * place. `n` of xallocx is what was charged: size + extra, the most it may take. */
 ML_NOINLINE void *ml__mallocx_slow(size_t size, int flags, const void *ret);
 ML_NOINLINE void *ml__rallocx_slow(void *p, size_t size, int flags, const void *ret);
 ML_NOINLINE size_t ml__xallocx_slow(void *p, size_t size, size_t extra, int flags, size_t n,

@@ -39,7 +39,8 @@ struct ml_profile {
     double inv;
     unsigned depth;
     ml_tracker tracker;
-    int alloc_running, running; /* callbacks in flight: alloc ones, all */
+    int alloc_running, running;                   /* callbacks in flight: alloc ones, all */
+    uint64_t untracked_blocks, untracked_samples; /* sampled, not tracked (ml_memprof_untracked) */
 };
 
 static struct ml_profile slots[ML_MEMPROF_MAX];
@@ -350,11 +351,30 @@ static uint32_t sampled_mask(uint32_t *gens)
     return mask;
 }
 
+/* The slots in `mask` (from sampled_mask) count the allocation at hand as untracked. */
+static void count_untracked(uint32_t mask, const uint32_t *gens)
+{
+    for (int s = 0; s < ML_MEMPROF_MAX; s++) {
+        struct ml_profile *p = &slots[s];
+        /* A slot discarded and started again since the event counts nothing of the old one. */
+        if (!(mask >> s & 1) || ML_LOAD(&p->gen) != gens[s]) continue;
+        __atomic_add_fetch(&p->untracked_blocks, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&p->untracked_samples, mp.counts[s], __ATOMIC_RELAXED);
+    }
+}
+
+void ml__memprof_untracked(void)
+{
+    uint32_t gens[ML_MEMPROF_MAX];
+    count_untracked(sampled_mask(gens), gens);
+    mp.sampled = 0;
+}
+
 void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret)
 {
     uint32_t gens[ML_MEMPROF_MAX];
-    if (!ml__host_tracked_owns(p)) { /* no tracked block could be had: samples lost */
-        mp.sampled = 0;
+    if (!ml__host_tracked_owns(p)) { /* no tracked block could be had */
+        ml__memprof_untracked();
         return p;
     }
     uint32_t mask = sampled_mask(gens);
@@ -377,7 +397,21 @@ void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret)
     return p;
 }
 
+/* An ordinary block (not tracked) with the alignment and zeroing asked for. */
+static void *ordinary(size_t n, size_t align, int zero)
+{
+    if (align == 0) return zero ? mlje_calloc(1, n) : mlje_malloc(n);
+    void *q = mlje_aligned_alloc(align, n);
+    if (q != NULL && zero) memset(q, 0, n);
+    return q;
+}
+
 void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
+{
+    return ml__memprof_reallocx(p, n, 0, 0, ret, sampled);
+}
+
+void *ml__memprof_reallocx(void *p, size_t n, size_t align, int zero, const void *ret, int sampled)
 {
     uint32_t gens[ML_MEMPROF_MAX];
     uint32_t mask = sampled ? sampled_mask(gens) : (sampled_mask(gens), 0);
@@ -388,18 +422,22 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
     for (int s = 0; old != NULL && s < ML_MEMPROF_MAX; s++)
         if (old->gen[s] != 0 && slots[s].tracker.realloc != NULL) keep = 1;
     size_t old_size = mlje_malloc_usable_size(p);
-    void *q = keep ? ml__host_tracked_alloc(n, 0, 0) : NULL;
-    if (q == NULL) q = mlje_malloc(n);
+    void *q = keep ? ml__host_tracked_alloc(n, align, zero) : NULL;
+    if (q == NULL) q = ordinary(n, align, zero);
     if (q == NULL) {
         if (old != NULL) table_put(old);
         errno = ENOMEM;
         return NULL;
     }
     memcpy(q, p, old_size < n ? old_size : n);
+    /* No tracked block could be had: q's free would never be seen, so its samples are counted
+     * untracked and the old block's trackers see it freed. */
+    int tracked = ml__host_tracked_owns(q);
+    if (!tracked) count_untracked(mask, gens);
     entry tmp;
     memset(&tmp, 0, sizeof tmp);
     /* New samples first: a refusal leaves the old block as it was. */
-    uint32_t fresh = mask;
+    uint32_t fresh = tracked ? mask : 0;
     for (int s = 0; old != NULL && s < ML_MEMPROF_MAX; s++)
         if (old->gen[s] != 0 && slots[s].tracker.realloc != NULL) fresh &= ~(1u << s);
     if (run_alloc(&tmp, fresh, gens, q, n, ML_ALLOC_REALLOC, ret) != 0) {
@@ -417,7 +455,7 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
         int captured = 0;
         for (int s = 0; s < ML_MEMPROF_MAX; s++) {
             if (old->gen[s] == 0) continue;
-            if (slots[s].tracker.realloc == NULL) {
+            if (slots[s].tracker.realloc == NULL || !tracked) {
                 gone.gen[s] = old->gen[s];
                 gone.value[s] = old->value[s];
                 continue;
@@ -440,7 +478,7 @@ void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled)
         }
         entry_release(old);
     }
-    if (!entry_empty(&tmp) && ml__host_tracked_owns(q)) table_insert(&tmp, q);
+    if (!entry_empty(&tmp)) table_insert(&tmp, q); /* only when q is tracked */
     mlje_free(p); /* its entry is gone: the free upcall finds nothing */
     run_free(&gone);
     callbacks_done();
@@ -524,6 +562,8 @@ ML_EXPORT ml_profile *ml_memprof_start(uint64_t mean_gap, unsigned callstack_siz
     p->inv = ml__sampler_param(mean_gap);
     p->depth = callstack_size;
     p->tracker = *tracker;
+    ML_STORE(&p->untracked_blocks, 0);
+    ML_STORE(&p->untracked_samples, 0);
     __atomic_store_n(&p->gen, next_gen++, __ATOMIC_RELEASE);
     __atomic_store_n(&p->state, SLOT_RUNNING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&layout, 1, __ATOMIC_RELEASE);
@@ -584,6 +624,12 @@ ML_EXPORT void ml_memprof_discard(ml_profile *p)
     pthread_mutex_unlock(&table_lock);
     memset(&p->tracker, 0, sizeof p->tracker);
     __atomic_store_n(&p->state, SLOT_FREE, __ATOMIC_RELEASE);
+}
+
+ML_EXPORT uint64_t ml_memprof_untracked(const ml_profile *p, uint64_t *samples)
+{
+    if (samples != NULL) *samples = p != NULL ? ML_LOAD(&p->untracked_samples) : 0;
+    return p != NULL ? ML_LOAD(&p->untracked_blocks) : 0;
 }
 
 void ml__memprof_thread_exit(void)

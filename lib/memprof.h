@@ -34,9 +34,16 @@ void *ml__memprof_block(size_t n, size_t align, int zero);
 /* Runs the alloc callbacks of the sampled block p (not busy). Returns p, or NULL when a callback
  * refused it: p was then released. `ret` is the allocation's caller (callstacks start there). */
 void *ml__memprof_track(void *p, size_t n, ml_alloc_kind kind, const void *ret);
+/* The sampled allocation at hand gets no tracked block: it must stay where the program put it
+ * (an arena it named; xallocx's growth in place), or none could be had. Each profile that
+ * sampled it counts the block and its samples (ml_memprof_untracked). Not busy. */
+void ml__memprof_untracked(void);
 /* realloc of p (tracked, or the new request sampled): moves the block, runs the callbacks.
- * Returns the new block, or NULL (p untouched; errno ENOMEM). Not busy. */
+ * Returns the new block, or NULL (p untouched; errno ENOMEM). Not busy. ml__memprof_reallocx:
+ * the same for rallocx, the new block aligned to `align` (0: malloc's) and, when `zero`,
+ * zeroed beyond the old block's usable size. */
 void *ml__memprof_realloc(void *p, size_t n, const void *ret, int sampled);
+void *ml__memprof_reallocx(void *p, size_t n, size_t align, int zero, const void *ret, int sampled);
 
 /* Free callbacks queued on this thread (the block was released inside jemalloc's free). */
 int ml__memprof_pending(void);

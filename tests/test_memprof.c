@@ -120,3 +120,43 @@ Test(memprof, stop_and_discard_from_another_thread)
 {
     expect_check("other_thread");
 }
+
+Test(memprof, mallocx_blocks_carry_binomial_samples)
+{
+    expect_check("mallocx_binomial");
+}
+
+Test(memprof, mallocx_blocks_tracked_with_their_flags_and_freed_once)
+{
+    expect_check("mallocx_tracked");
+}
+
+Test(memprof, rallocx_of_a_sampled_request_tracks_the_new_block)
+{
+    expect_check("rallocx_sampled");
+}
+
+Test(memprof, refuse_fails_mallocx_and_rallocx)
+{
+    expect_check("mallocx_refuse");
+}
+
+Test(memprof, arena_blocks_stay_untracked_and_are_counted)
+{
+    expect_check("mallocx_arena");
+}
+
+Test(memprof, free_callbacks_run_at_the_next_mallocx_rallocx_or_xallocx)
+{
+    expect_check("mallocx_free_callbacks");
+}
+
+Test(memprof, no_tracked_block_counted_and_moved_blocks_freed_once)
+{
+    expect_check("no_tracked_block");
+}
+
+Test(memprof, mallocx_callstack_starts_at_the_caller)
+{
+    expect_check("mallocx_callstack");
+}

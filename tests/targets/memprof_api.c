@@ -9,8 +9,10 @@
 #include <memlimits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -601,6 +603,422 @@ static void check_cxx_new(void)
            twice, bad);
 }
 
+/* ---- jemalloc's allocating API: mallocx, rallocx and xallocx (exported by libmemlimits, called
+ * here through dlsym, as this program is not linked with jemalloc) ---- */
+
+/* jemalloc(3)'s flag encodings, as its 5.3 ABI defines them. */
+#define MALLOCX_LG_ALIGN(la) ((int)(la))
+#define MALLOCX_ZERO 0x40
+#define MALLOCX_TCACHE(tc) ((int)(((tc) + 2) << 8))
+#define MALLOCX_TCACHE_NONE MALLOCX_TCACHE(-1)
+#define MALLOCX_ARENA(a) ((int)(((unsigned)(a) + 1) << 20))
+
+static struct {
+    void *(*mallocx)(size_t, int);
+    void *(*rallocx)(void *, size_t, int);
+    size_t (*xallocx)(void *, size_t, size_t, int);
+    size_t (*sallocx)(const void *, int);
+    void (*dallocx)(void *, int);
+    void (*sdallocx)(void *, size_t, int);
+    int (*mallctl)(const char *, void *, size_t *, void *, size_t);
+} je;
+
+static int find_jemalloc_api(void)
+{
+    je.mallocx = (void *(*)(size_t, int))dlsym(RTLD_DEFAULT, "mallocx");
+    je.rallocx = (void *(*)(void *, size_t, int))dlsym(RTLD_DEFAULT, "rallocx");
+    je.xallocx = (size_t(*)(void *, size_t, size_t, int))dlsym(RTLD_DEFAULT, "xallocx");
+    je.sallocx = (size_t(*)(const void *, int))dlsym(RTLD_DEFAULT, "sallocx");
+    je.dallocx = (void (*)(void *, int))dlsym(RTLD_DEFAULT, "dallocx");
+    je.sdallocx = (void (*)(void *, size_t, int))dlsym(RTLD_DEFAULT, "sdallocx");
+    je.mallctl =
+        (int (*)(const char *, void *, size_t *, void *, size_t))dlsym(RTLD_DEFAULT, "mallctl");
+    int ok = je.mallocx && je.rallocx && je.xallocx && je.sallocx && je.dallocx && je.sdallocx &&
+             je.mallctl;
+    EXPECT(ok, "jemalloc's API is not exported");
+    return ok;
+}
+
+/* The last alloc or realloc callback's arguments (one thread). */
+static ml_allocation last;
+static void *record_alloc(const ml_allocation *a, void *ctx)
+{
+    last = *a;
+    return count_alloc(a, ctx);
+}
+static void *record_realloc(void *tracked, const ml_allocation *a, void *ctx)
+{
+    last = *a;
+    return count_realloc(tracked, a, ctx);
+}
+static const ml_tracker recording = {record_alloc, record_realloc, count_free, NULL};
+
+static void check_freed_once(void)
+{
+    long twice = 0, never = 0;
+    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
+        if (state[i] == 1) never++;
+        if (state[i] > 2) twice++;
+    }
+    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
+           twice, bad);
+}
+
+static int all_zero(const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0) return 0;
+    return 1;
+}
+
+/* mallocx's blocks carry Binomial(n, 1/gap) samples, as malloc's (check_binomial's bounds). */
+static void check_mallocx_binomial(void)
+{
+    if (!find_jemalloc_api()) return;
+    const double gap = 1000, n = 500, blocks = 20000;
+    ml_profile *p = ml_memprof_start((uint64_t)gap, 0, &counting);
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    for (int i = 0; i < (int)blocks; i++)
+        je.dallocx(je.mallocx((size_t)n, 0), 0);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
+    double q = 1 - pow(1 - 1 / gap, n);
+    double mean_b = blocks * q, sd_b = sqrt(blocks * q * (1 - q));
+    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
+           n_samples, mean_s, 5 * sd_s);
+    EXPECT(fabs((double)n_alloc - mean_b) < 5 * sd_b + 2,
+           "sampled blocks %ld, expected %.0f +- %.0f", n_alloc, mean_b, 5 * sd_b);
+    EXPECT(n_kind[ML_ALLOC_MALLOC] == n_alloc, "%ld of %ld blocks of kind ML_ALLOC_MALLOC",
+           n_kind[ML_ALLOC_MALLOC], n_alloc);
+    EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
+    EXPECT(bad == 0, "%ld callbacks with bad arguments or states", bad);
+}
+
+/* Every mallocx block sampled (gap 1: a block of n bytes carries Binomial(n, 1) = n samples):
+ * its alloc callback has the kind its flags ask for, its size and n samples; the flags are
+ * honoured (zeroed, aligned, also for blocks reused after a free); each block gets exactly one
+ * free callback, whether freed by dallocx, sdallocx, free, or moved by rallocx (a realloc
+ * callback, then the new block's free). */
+static void check_mallocx_tracked(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    long moves = 0;
+    for (int i = 0; i < 1200; i++) {
+        size_t n = i % 50 == 49 ? 40000 + (size_t)i : 100 + (size_t)i * 7;
+        static const int flags[] = {0,
+                                    MALLOCX_ZERO,
+                                    MALLOCX_LG_ALIGN(6),
+                                    MALLOCX_LG_ALIGN(12) | MALLOCX_ZERO,
+                                    MALLOCX_LG_ALIGN(16),
+                                    MALLOCX_TCACHE_NONE};
+        static const ml_alloc_kind kinds[] = {ML_ALLOC_MALLOC,  ML_ALLOC_CALLOC,  ML_ALLOC_ALIGNED,
+                                              ML_ALLOC_ALIGNED, ML_ALLOC_ALIGNED, ML_ALLOC_MALLOC};
+        static const size_t aligns[] = {16, 16, 64, 4096, 65536, 16};
+        int k = i % 6;
+        memset(&last, 0, sizeof last);
+        char *b = je.mallocx(n, flags[k]);
+        EXPECT(b != NULL, "mallocx(%zu, %#x) failed", n, flags[k]);
+        if (b == NULL) continue;
+        EXPECT(last.block == b && last.kind == kinds[k] && last.size == n && last.n_samples == n,
+               "mallocx(%zu, %#x) = %p: alloc callback of %p, kind %d, size %zu, %llu samples", n,
+               flags[k], (void *)b, last.block, (int)last.kind, last.size,
+               (unsigned long long)last.n_samples);
+        EXPECT((uintptr_t)b % aligns[k] == 0, "mallocx(%zu, %#x) = %p misaligned", n, flags[k],
+               (void *)b);
+        if (flags[k] & MALLOCX_ZERO) EXPECT(all_zero(b, n), "mallocx(%zu, ZERO) not zeroed", n);
+        memset(b, 0xa5, je.sallocx(b, 0)); /* dirty: a reused block must be zeroed again */
+        switch (k) {
+        case 0:
+            je.dallocx(b, 0);
+            break;
+        case 1:
+            je.sdallocx(b, n, 0);
+            break;
+        case 2:
+            free(b);
+            break;
+        case 3:
+            je.dallocx(b, MALLOCX_TCACHE_NONE);
+            break;
+        case 4: { /* moved: a realloc callback for the new block */
+            memset(&last, 0, sizeof last);
+            char *c = je.rallocx(b, n + 30000, MALLOCX_LG_ALIGN(16));
+            EXPECT(c != NULL && (unsigned char)c[n - 1] == 0xa5 && (uintptr_t)c % 65536 == 0,
+                   "rallocx lost the contents or the alignment");
+            EXPECT(last.block == c && last.kind == ML_ALLOC_REALLOC && last.size == n + 30000,
+                   "rallocx: no realloc callback for %p", (void *)c);
+            moves++;
+            je.sdallocx(c, n + 30000, MALLOCX_LG_ALIGN(16));
+            break;
+        }
+        case 5: {
+            char *c = je.rallocx(b, n / 2, MALLOCX_ZERO);
+            EXPECT(c != NULL && (unsigned char)c[n / 2 - 1] == 0xa5, "rallocx lost the contents");
+            moves++;
+            je.dallocx(c, 0);
+            break;
+        }
+        }
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_realloc == moves, "%ld realloc callbacks for %ld rallocx moves", n_realloc, moves);
+    check_freed_once();
+}
+
+/* rallocx of a block that is not tracked, with a sampled request, behaves as realloc: the new
+ * block is tracked (an alloc callback of kind ML_ALLOC_REALLOC), with the flags honoured. */
+static void check_rallocx_sampled(void)
+{
+    if (!find_jemalloc_api()) return;
+    static char *blocks[300];
+    for (int i = 0; i < 300; i++) { /* before the profile: not tracked */
+        blocks[i] = je.mallocx(200 + (size_t)i, 0);
+        memset(blocks[i], 0x5a, 200 + (size_t)i);
+    }
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    for (int i = 0; i < 300; i++) {
+        size_t old = 200 + (size_t)i, n = i % 3 == 2 ? 50000 + old : 3 * old;
+        int flags = i % 3 == 0 ? MALLOCX_ZERO : i % 3 == 1 ? MALLOCX_LG_ALIGN(12) : 0;
+        size_t usable = je.sallocx(blocks[i], 0);
+        memset(&last, 0, sizeof last);
+        char *c = je.rallocx(blocks[i], n, flags);
+        EXPECT(c != NULL && c[0] == 0x5a && c[old - 1] == 0x5a, "rallocx lost the contents");
+        if (c == NULL) continue;
+        EXPECT(last.block == c && last.kind == ML_ALLOC_REALLOC && last.size == n &&
+                   last.n_samples == n,
+               "rallocx(%zu -> %zu, %#x): alloc callback of %p, kind %d, size %zu, %llu samples",
+               old, n, flags, last.block, (int)last.kind, last.size,
+               (unsigned long long)last.n_samples);
+        if (flags & MALLOCX_ZERO)
+            EXPECT(all_zero(c + usable, n - usable), "rallocx(ZERO): the growth is not zeroed");
+        if (flags & MALLOCX_LG_ALIGN(12))
+            EXPECT((uintptr_t)c % 4096 == 0, "rallocx(ALIGN(4096)) misaligned");
+        je.dallocx(c, 0);
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_kind[ML_ALLOC_REALLOC] == 300, "%ld alloc callbacks of kind ML_ALLOC_REALLOC",
+           n_kind[ML_ALLOC_REALLOC]);
+    check_freed_once();
+}
+
+/* ML_MEMPROF_REFUSE: mallocx and rallocx return NULL (errno ENOMEM, as the repo documents), the
+ * bytes are not counted, rallocx's block is left as it was. */
+static void check_mallocx_refuse(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_tracker t = {refuse_big, NULL, count_free, NULL};
+    ml_profile *p = ml_memprof_start(1, 0, &t);
+    uint64_t before = ml_thread_allocated();
+    errno = 0;
+    void *b = je.mallocx(6000, 0);
+    EXPECT(b == NULL && errno == ENOMEM, "mallocx not refused (%p, errno %d)", b, errno);
+    errno = 0;
+    b = je.mallocx(6000, MALLOCX_ZERO | MALLOCX_LG_ALIGN(12));
+    EXPECT(b == NULL && errno == ENOMEM, "mallocx(ZERO | ALIGN) not refused (%p, errno %d)", b,
+           errno);
+    EXPECT(ml_thread_allocated() == before, "a refused allocation was counted");
+    char *c = je.mallocx(100, 0);
+    EXPECT(c != NULL, "mallocx(100) refused");
+    if (c == NULL) return;
+    memset(c, 7, 100);
+    errno = 0;
+    void *d = je.rallocx(c, 8000, 0);
+    EXPECT(d == NULL && errno == ENOMEM, "rallocx not refused");
+    EXPECT(c[99] == 7 && je.sallocx(c, 0) >= 100, "a refused rallocx changed the block");
+    je.dallocx(c, 0);
+    flush_callbacks();
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+    EXPECT(n_alloc >= 1 && n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+}
+
+/* Flags that name an arena keep the block in that arena, untracked (arena.<i>.reset and
+ * .destroy must find it), and the profile counts it (ml_memprof_untracked); the growth of xallocx
+ * is counted the same way; a tracked block rallocx'd into an arena gets its free callback at once.
+ * A thread cache named by the flags does not stop tracking. */
+static void check_mallocx_arena(void)
+{
+    if (!find_jemalloc_api()) return;
+    uint64_t (*untracked)(const ml_profile *, uint64_t *) =
+        (uint64_t(*)(const ml_profile *, uint64_t *))dlsym(RTLD_DEFAULT, "ml_memprof_untracked");
+    EXPECT(untracked != NULL, "ml_memprof_untracked is not exported");
+    if (untracked == NULL) return;
+    unsigned arena, tcache;
+    size_t len = sizeof arena;
+    EXPECT(je.mallctl("arenas.create", &arena, &len, NULL, 0) == 0, "arenas.create");
+    len = sizeof tcache;
+    EXPECT(je.mallctl("tcache.create", &tcache, &len, NULL, 0) == 0, "tcache.create");
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    uint64_t want_blocks = 0, want_samples = 0;
+    static void *in_arena[100];
+    for (int i = 0; i < 100; i++) {
+        size_t n = 100 + (size_t)i * 150;
+        in_arena[i] = je.mallocx(n, MALLOCX_ARENA(arena));
+        in_arena[i] = je.rallocx(in_arena[i], 2 * n, MALLOCX_ARENA(arena) | MALLOCX_ZERO);
+        want_blocks += 2;
+        want_samples += 3 * n;
+        unsigned where = ~0u;
+        len = sizeof where;
+        void *ptr = in_arena[i];
+        EXPECT(je.mallctl("arenas.lookup", &where, &len, &ptr, sizeof ptr) == 0 && where == arena,
+               "a block for arena %u is in arena %u", arena, where);
+    }
+    EXPECT(n_alloc == 0 && n_realloc == 0, "%ld alloc, %ld realloc callbacks for arena blocks",
+           n_alloc, n_realloc);
+    /* A tracked block moved into the arena: its free callback, at once. */
+    void *b = je.mallocx(300, 0);
+    EXPECT(n_alloc == 1, "mallocx(300) not tracked");
+    b = je.rallocx(b, 600, MALLOCX_ARENA(arena));
+    want_blocks++;
+    want_samples += 600;
+    EXPECT(n_free == 1, "rallocx into an arena: %ld free callbacks at once", n_free);
+    je.dallocx(b, 0);
+    /* xallocx never moves a block: the samples of its charge (size + extra) are untracked, and a
+     * tracked block keeps its size. */
+    void *x = je.mallocx(1000, 0);
+    size_t size = je.sallocx(x, 0);
+    EXPECT(je.xallocx(x, 1000, 9000, 0) == size, "xallocx resized a tracked block");
+    want_blocks++;
+    want_samples += 10000;
+    EXPECT(n_realloc == 0, "xallocx ran a realloc callback");
+    je.dallocx(x, 0);
+    /* A thread cache named by the flags. */
+    void *t = je.mallocx(500, MALLOCX_TCACHE(tcache));
+    EXPECT(n_alloc == 3 && last.block == t, "mallocx(TCACHE(%u)) not tracked", tcache);
+    je.dallocx(t, MALLOCX_TCACHE(tcache));
+    uint64_t samples = 0, blocks = untracked(p, &samples);
+    EXPECT(blocks == want_blocks && samples == want_samples,
+           "untracked: %llu blocks, %llu samples; expected %llu, %llu", (unsigned long long)blocks,
+           (unsigned long long)samples, (unsigned long long)want_blocks,
+           (unsigned long long)want_samples);
+    char name[64];
+    snprintf(name, sizeof name, "arena.%u.destroy", arena);
+    EXPECT(je.mallctl(name, NULL, NULL, NULL, 0) == 0, "%s", name);
+    EXPECT(je.mallctl("tcache.destroy", NULL, NULL, &tcache, sizeof tcache) == 0, "tcache.destroy");
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+    check_freed_once();
+}
+
+/* The free callback of a tracked block runs at the freeing thread's next allocation, when that
+ * allocation is a mallocx, rallocx or xallocx too (a stopped profile: nothing new is sampled). */
+static void check_mallocx_runs_free_callbacks(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_profile *p = ml_memprof_start(1, 0, &counting);
+    static void *blocks[3];
+    for (int i = 0; i < 3; i++)
+        blocks[i] = malloc(100);
+    void *r = je.mallocx(100, 0), *x = je.mallocx(100, 0);
+    ml_memprof_stop(p);
+    r = je.rallocx(r, 200, 0); /* tracked: moved, realloc callback; not sampled */
+    long frees = n_free;
+    free(blocks[0]);
+    void *a = je.mallocx(50, 0);
+    EXPECT(n_free == frees + 1, "mallocx: %ld free callbacks, expected 1", n_free - frees);
+    free(blocks[1]);
+    void *b = je.mallocx(60, 0);
+    b = je.rallocx(b, 5000, 0);
+    EXPECT(n_free == frees + 2, "rallocx: %ld free callbacks, expected 2", n_free - frees);
+    free(blocks[2]);
+    je.xallocx(b, 5000, 100, 0);
+    EXPECT(n_free == frees + 3, "xallocx: %ld free callbacks, expected 3", n_free - frees);
+    je.dallocx(a, 0);
+    je.dallocx(b, 0);
+    je.dallocx(r, 0);
+    je.dallocx(x, 0);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+    check_freed_once();
+}
+
+/* Sampled blocks for which no tracked block can be had (the tracked arena's range made small by
+ * an address-space limit at ml_memprof_start, then lifted): malloc, mallocx and realloc still
+ * succeed with ordinary blocks, no alloc callback runs for them, ml_memprof_untracked counts
+ * them, and a tracked block realloc'd or rallocx'd into such a block gets its free callback at
+ * once (its tracker could never be told of the new block's free). */
+static void check_no_tracked_block(void)
+{
+    if (!find_jemalloc_api()) return;
+    uint64_t (*untracked)(const ml_profile *, uint64_t *) =
+        (uint64_t(*)(const ml_profile *, uint64_t *))dlsym(RTLD_DEFAULT, "ml_memprof_untracked");
+    EXPECT(untracked != NULL, "ml_memprof_untracked is not exported");
+    if (untracked == NULL) return;
+    const size_t big = (size_t)300 << 20;
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    EXPECT(f != NULL && fscanf(f, "%ld", &pages) == 1, "/proc/self/statm");
+    if (f != NULL) fclose(f);
+    struct rlimit was, low;
+    getrlimit(RLIMIT_AS, &was);
+    low = was;
+    /* Room for a 256 MiB reservation (the smallest the arena takes), not for 512 MiB. */
+    low.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)400 << 20);
+    EXPECT(setrlimit(RLIMIT_AS, &low) == 0, "setrlimit: %s", strerror(errno));
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    EXPECT(setrlimit(RLIMIT_AS, &was) == 0, "setrlimit back: %s", strerror(errno));
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    if (p == NULL) return;
+    void *small = malloc(100), *smallx = je.mallocx(100, 0);
+    EXPECT(n_alloc == 2, "small blocks not tracked: %ld alloc callbacks", n_alloc);
+    long allocs = n_alloc;
+    char *a = malloc(big), *b = je.mallocx(big, MALLOCX_ZERO);
+    EXPECT(a != NULL && b != NULL && b[big - 1] == 0, "malloc or mallocx of 300 MiB failed");
+    EXPECT(n_alloc == allocs, "an alloc callback for a block that is not tracked");
+    char *c = realloc(small, big), *d = je.rallocx(smallx, big, 0);
+    EXPECT(c != NULL && d != NULL, "realloc or rallocx to 300 MiB failed");
+    EXPECT(n_free == 2 && n_realloc == 0,
+           "tracked blocks moved to blocks that are not: %ld free callbacks (expected 2), %ld "
+           "realloc callbacks (expected 0)",
+           n_free, n_realloc);
+    uint64_t samples = 0, blocks = untracked(p, &samples);
+    EXPECT(blocks == 4 && samples == 4 * (uint64_t)big,
+           "untracked: %llu blocks, %llu samples; expected 4, %llu", (unsigned long long)blocks,
+           (unsigned long long)samples, 4 * (unsigned long long)big);
+    free(a);
+    je.dallocx(b, 0);
+    free(c);
+    je.dallocx(d, 0);
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
+    check_freed_once();
+}
+
+/* The callstack of a mallocx block starts at mallocx's caller, as malloc's does. */
+__attribute__((noinline)) static void *mallocx_site(void)
+{
+    void *p = je.mallocx(1000, MALLOCX_ZERO);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+static void check_mallocx_callstack(void)
+{
+    if (!find_jemalloc_api()) return;
+    ml_tracker t = {stack_alloc, NULL, NULL, NULL};
+    ml_profile *p = ml_memprof_start(1, 16, &t);
+    je.dallocx(mallocx_site(), 0);
+    ml_memprof_discard(p);
+    uintptr_t site = (uintptr_t)mallocx_site, f = (uintptr_t)frame0;
+    EXPECT(frames_len >= 2 && frames_len <= 16, "callstack of %u frames", frames_len);
+    EXPECT(f > site && f < site + 64, "frame 0 %p is not in mallocx_site %p", frame0, (void *)site);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -622,6 +1040,14 @@ int main(int argc, char **argv)
         {"other_thread", check_other_thread},
         {"jemalloc_api", check_jemalloc_api},
         {"cxx_new", check_cxx_new},
+        {"mallocx_binomial", check_mallocx_binomial},
+        {"mallocx_tracked", check_mallocx_tracked},
+        {"rallocx_sampled", check_rallocx_sampled},
+        {"mallocx_refuse", check_mallocx_refuse},
+        {"mallocx_arena", check_mallocx_arena},
+        {"mallocx_free_callbacks", check_mallocx_runs_free_callbacks},
+        {"no_tracked_block", check_no_tracked_block},
+        {"mallocx_callstack", check_mallocx_callstack},
     };
     if (argc != 2) return 100;
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
