@@ -384,3 +384,10 @@ void ml__profile_firing_json(ml_buf *b, int kind)
     }
     ml__buf_str(b, "]");
 }
+
+int ml__profile_untracked(uint64_t *blocks, uint64_t *samples)
+{
+    if (builtin == NULL) return 0;
+    *blocks = ml_memprof_untracked(builtin, samples);
+    return 1;
+}

@@ -36,4 +36,8 @@ void ml__profile_note_firing(int kind);
 void ml__profile_firing_text(ml_buf *b, int kind);
 void ml__profile_firing_json(ml_buf *b, int kind);
 
+/* The built-in profile's sampled blocks that it could not track (ml_memprof_untracked), which
+ * its heap profiles therefore miss. Returns 0 when no built-in profile runs. */
+int ml__profile_untracked(uint64_t *blocks, uint64_t *samples);
+
 #endif

@@ -528,6 +528,15 @@ static void text_report(ml_buf *b, const facts *f)
         ml__buf_size(b, f->global);
         ml__buf_str(b, " (for tasks run under it)\n");
     }
+    uint64_t blocks, samples;
+    if (ml__profile_untracked(&blocks, &samples) && blocks > 0) {
+        ml__buf_str(b, "  heap profile:      ");
+        ml__buf_u64(b, blocks);
+        ml__buf_str(b, " sampled blocks (");
+        ml__buf_u64(b, samples);
+        ml__buf_str(b, " samples) could not be tracked and are missing from it (blocks in an "
+                       "arena the program named, xallocx's growth, no tracked block left)\n");
+    }
     ml__buf_str(b, "  live heap:         peak ");
     ml__buf_u64(b, f->peak);
     ml__buf_str(b, " bytes, final ");
@@ -614,6 +623,17 @@ static void json_report(ml_buf *b, const facts *f)
     ml__buf_u64(b, f->samples);
     ml__buf_str(b, ",\"sample_mean\":");
     ml__buf_u64(b, ml__sampler_mean());
+    uint64_t blocks, samples;
+    ml__buf_str(b, ",\"heap_profile_untracked\":");
+    if (ml__profile_untracked(&blocks, &samples)) {
+        ml__buf_str(b, "{\"blocks\":");
+        ml__buf_u64(b, blocks);
+        ml__buf_str(b, ",\"samples\":");
+        ml__buf_u64(b, samples);
+        ml__buf_str(b, "}");
+    } else {
+        ml__buf_str(b, "null");
+    }
     ml__buf_str(b, ",\"wall_seconds\":");
     ml__buf_fixed(b, f->wall_ns / 1000000, 3);
     ml__buf_str(b, ",\"exit_status\":");

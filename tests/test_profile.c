@@ -209,3 +209,48 @@ Test(profile, write_without_profile_is_enoent)
     extern int ml_heap_profile_write(const char *path);
     cr_expect_eq(ml_heap_profile_write("/tmp/none"), -1);
 }
+
+/* Sampled blocks the heap profile cannot track (here 2048 blocks of 4 KiB in an arena the program
+ * made, MALLOCX_ARENA) are never a silent gap: the report counts them. At gap 16384 the 8 MiB
+ * carry Binomial(2^23, 2^-14) samples (mean 512, sd 22.6) and each block is sampled with
+ * probability 1 - (1 - 2^-14)^4096 = 0.2212 (mean 453 blocks, sd 18.8): 5 sd either side. */
+Test(profile, report_counts_the_blocks_the_profile_could_not_track)
+{
+    char dir[64], report[700], text_report[700];
+    snprintf(report, sizeof report, "MEMLIMITS_REPORT=json:/tmp/ml-untracked-%d.json",
+             (int)getpid());
+    const char *path = report + strlen("MEMLIMITS_REPORT=json:");
+    unlink(path);
+    const char *extra[] = {report, NULL};
+    ml_child c;
+    run_heap("arena", extra, dir, sizeof dir, &c);
+    cr_expect(c.exited && c.status == 0, "status %d: %s%s", c.status, c.out, c.err);
+    char *json = slurp(path);
+    cr_assert_not_null(json);
+    unsigned long long blocks = 0, samples = 0;
+    const char *u = strstr(json, "\"heap_profile_untracked\":{");
+    cr_assert_not_null(u, "%s", json);
+    cr_assert_eq(sscanf(u, "\"heap_profile_untracked\":{\"blocks\":%llu,\"samples\":%llu", &blocks,
+                        &samples),
+                 2, "%s", json);
+    cr_expect(blocks >= 359 && blocks <= 547, "untracked blocks %llu", blocks);
+    cr_expect(samples >= 399 && samples <= 625, "untracked samples %llu", samples);
+    cr_expect_geq(samples, blocks);
+    unlink(path);
+    ml_child_free(&c);
+
+    /* The text report says it in a line of its own. */
+    snprintf(text_report, sizeof text_report, "MEMLIMITS_REPORT=/tmp/ml-untracked-%d.txt",
+             (int)getpid());
+    path = text_report + strlen("MEMLIMITS_REPORT=");
+    unlink(path);
+    const char *extra_text[] = {text_report, NULL};
+    run_heap("arena", extra_text, dir, sizeof dir, &c);
+    char *text = slurp(path);
+    cr_assert_not_null(text);
+    cr_expect(strstr(text, "  heap profile:      ") != NULL &&
+                  strstr(text, "sampled blocks") != NULL,
+              "%s", text);
+    unlink(path);
+    ml_child_free(&c);
+}
