@@ -26,14 +26,19 @@ int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
  * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
  * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
  * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
-static int64_t reported_lock(ml_thread *t, int *entered)
+static inline int64_t reported_take(ml_thread *t)
 {
-    *entered = t == &ml__self && ml__busy_enter(t);
     for (unsigned spins = 1;; spins++) {
         int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
         if (r != REPORTED_LOCKED) return r;
         if (spins % 64 == 0) sched_yield();
     }
+}
+
+static int64_t reported_lock(ml_thread *t, int *entered)
+{
+    *entered = t == &ml__self && ml__busy_enter(t);
+    return reported_take(t);
 }
 
 static void reported_unlock(ml_thread *t, int64_t balance, int entered)
@@ -46,7 +51,7 @@ static void reported_unlock(ml_thread *t, int64_t balance, int entered)
  * recreating its state for a thread that allocates again after its teardown), the balance so far
  * is kept in balance_base and counting restarts from the new values. Owner thread only, under
  * the flush lock (a reconcile reads balance_base). */
-static int64_t own_balance(ml_thread *t)
+static inline int64_t own_balance(ml_thread *t)
 {
     uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
     if (a < t->seen_allocated || d < t->seen_deallocated)
@@ -78,10 +83,12 @@ static void note_peak(int64_t live)
  * settles, to the sum; and, in the same atomic step, reserves `reserve` bytes for the block at
  * hand if the sum plus `check` (the block's usable size less the old block's) stays within
  * `limit`. Returns whether it reserved; *live is the sum it left. */
-static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
+static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t, int64_t check,
+                                                                    int64_t reserve, int64_t limit,
+                                                                    int64_t *live, int busy)
 {
-    int entered;
-    int64_t old = reported_lock(t, &entered);
+    int entered = 0;
+    int64_t old = busy ? reported_take(t) : reported_lock(t, &entered);
     int64_t balance = own_balance(t);
     int64_t delta = balance - old - t->heap_reserved;
     int64_t sum = ML_LOAD(&live_heap), next;
@@ -92,16 +99,23 @@ static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t l
     } while (next != sum && !__atomic_compare_exchange_n(&live_heap, &sum, next, 1,
                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     t->heap_reserved = fits ? reserve : 0;
+    t->reported_at_reserve = balance;
     reported_unlock(t, balance, entered);
     *live = next;
     return fits;
+}
+
+static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
+{
+    return flush_reserve_with(t, check, reserve, limit, live, 0);
 }
 
 /* After an owner's flush: a process tree's ledger (ledger.h) sees the figures and adjusts the
  * process's room in the tree. */
 static void tell_ledger(ml_thread *t, int64_t live)
 {
-    ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
+    if (ml__ledger_attached())
+        ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
 }
 
 void ml__heap_flush(ml_thread *t)
@@ -215,6 +229,35 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     }
     t->flush_left = 0; /* refused: the thread's next allocation is checked again */
     return 0;
+}
+
+int ml__heap_admit_large(ml_thread *t, uint64_t n)
+{
+    uint64_t cap = ML_LOAD(&heap_cap);
+    int64_t usable = (int64_t)ml__heap_large_usable(n), live;
+    /* Busy on the owner's thread already: the flush lock is taken without entering busy. */
+    if (!flush_reserve_with(t, usable, usable, cap > INT64_MAX ? INT64_MAX : (int64_t)cap, &live,
+                            1))
+        return 0;
+    t->flush_left = next_interval(cap, live, 0);
+    return 1;
+}
+
+void ml__heap_settle(ml_thread *t)
+{
+    if (!ml__busy_enter(t)) return; /* nested: the reservation stays for the next flush */
+    /* reported still holds what the admission stored: no flush of another thread came between
+     * (a reconcile stores the balance it read, which differs once the block is allocated; one
+     * that read the same balance added nothing). Exchanged in one step against such a flush. */
+    int64_t stored = t->reported_at_reserve;
+    if (__atomic_compare_exchange_n(&t->reported, &stored, stored + t->heap_reserved, 0,
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        t->heap_reserved = 0;
+        note_peak(ML_LOAD(&live_heap));
+    } else {
+        ml__heap_flush(t);
+    }
+    ml__busy_leave(t);
 }
 
 void ml__heap_watch(int delta)

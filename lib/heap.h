@@ -89,6 +89,33 @@ void ml__heap_reconcile_locked(void);
  * allocation does not go ahead). Preconditions: busy; n <= 2^47. */
 int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
 
+/* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
+ * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
+ * reserves the block's usable size in the live heap if that keeps it within the cap, in one
+ * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_settle),
+ * and arms the next interval in t->flush_left. The block being in the sum from then on, the
+ * interval is not charged with it: the thread's growth beyond the sum stays within the interval
+ * (the bound above). Returns 0, having reserved nothing, when the block does not fit: the caller
+ * then takes ml__heap_admit, which reconciles before refusing. Preconditions: busy, READY. */
+int ml__heap_admit_large(ml_thread *t, uint64_t n);
+/* jemalloc's usable size for a request of n bytes, ML_PEAK_BLOCK <= n <= 2^47 (mlje_nallocx
+ * without its call: a test compares them). */
+static inline uint64_t ml__heap_large_usable(uint64_t n)
+{
+    /* The large size classes: from 2^k exclusive to 2^(k+1) inclusive, the multiples of
+     * 2^(k-2), four per doubling. */
+    unsigned lg_ceil = 63 - (unsigned)__builtin_clzll(2 * n - 1);
+    uint64_t spacing_mask = ((uint64_t)1 << (lg_ceil - 3)) - 1;
+    return (n + spacing_mask) & ~spacing_mask;
+}
+/* After the allocation admitted with a reservation succeeded, instead of ml__heap_flush: the
+ * block moves from the thread's reservation into its reported balance, which leaves the live heap
+ * unchanged (no counter read, no add to the sum), and the peak sees the sum. If another thread's
+ * reconcile flushed this one since the admission (it may have counted the block in the balance
+ * as well), it is a flush. Owner thread, outside a process tree (whose ledger hears of the
+ * thread's figures at flushes). Enters busy itself (nested: does nothing). */
+void ml__heap_settle(ml_thread *t);
+
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);
 uint64_t ml__heap_live(void);

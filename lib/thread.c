@@ -172,6 +172,7 @@ void ml__thread_totals(ml_thread_totals *out)
         sum.je_allocated += ML_LOAD(t->je_allocated);
         sum.je_freed += ML_LOAD(t->je_deallocated);
     }
+    sum.samples += ml__sampler_deferred_samples(); /* large blocks' (sampler.h), drawn now */
     pthread_mutex_unlock(&registry_lock);
     *out = sum;
 }

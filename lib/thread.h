@@ -46,11 +46,13 @@ typedef struct ml_thread {
     /* Heap accounting (heap.c). jemalloc's own per-thread byte counters (usable sizes), read at
      * events; `reported` is the balance this thread last added to the process's live heap (also
      * the lock of its flushes), `heap_reserved` the usable size of the block admitted at its last
-     * event, counted in the live heap until its next flush. */
+     * event, counted in the live heap until its next flush or settle, and `reported_at_reserve`
+     * the balance that admission stored in `reported` (heap.c's settle). */
     const uint64_t *je_allocated, *je_deallocated;
     uint64_t seen_allocated, seen_deallocated, balance_base;
     int64_t reported;
     int64_t heap_reserved;
+    int64_t reported_at_reserve;
 
     /* Tasks (task.c). `task` is the innermost task running on this thread; the wake-up signal's
      * handler sets wake_pending when it finds the thread busy. */

@@ -111,6 +111,75 @@ Test(heap_unit, the_request_that_ends_an_interval_flushes_reserves_its_block_and
     cr_expect_eq(ml__heap_live(), 50000 + 1024);
 }
 
+Test(heap_unit, a_large_block_is_reserved_with_one_flush_and_settled_without_another)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 1000);
+    fake_allocated[0] = 50000;
+    cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    cr_expect_eq(t->heap_reserved, 4 * MIB);
+    cr_expect_eq(ml__heap_live(), 50000 + 4 * MIB, "the flush and the reservation");
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR, "the block is in the sum: not charged");
+    /* jemalloc allocates it; the settle moves it into the balance, the sum unchanged. */
+    fake_allocated[0] += 4 * MIB;
+    ml__heap_settle(t);
+    cr_expect_eq(t->heap_reserved, 0);
+    cr_expect_eq(ml__heap_live(), 50000 + 4 * MIB);
+    cr_expect_eq(ml__heap_peak(), 50000 + 4 * MIB, "the peak sees the block at the settle");
+    /* The next flush and a reconcile find nothing new. */
+    ml__heap_flush(t);
+    ml__heap_reconcile();
+    cr_expect_eq(ml__heap_live(), 50000 + 4 * MIB);
+    /* Freed before the next event: the sum keeps it until a flush, as any free. */
+    fake_deallocated[0] += 4 * MIB;
+    ml__heap_flush(t);
+    cr_expect_eq(ml__heap_live(), 50000);
+    cr_expect_eq(ml__heap_peak(), 50000 + 4 * MIB);
+}
+
+Test(heap_unit, a_large_block_is_reserved_without_a_cap_so_that_the_peak_sees_it)
+{
+    ml_thread *t = fake(0, 0);
+    cr_assert(ml__heap_admit_large(t, 100 * KIB));
+    cr_expect_eq(t->heap_reserved, 112 * KIB, "malloc(100 KiB) gets 112 KiB");
+    fake_allocated[0] += 112 * KIB;
+    ml__heap_settle(t);
+    fake_deallocated[0] += 112 * KIB;
+    ml__heap_flush(t);
+    cr_expect_eq(ml__heap_live(), 0);
+    cr_expect_eq(ml__heap_peak(), 112 * KIB);
+}
+
+Test(heap_unit, a_large_block_past_the_cap_reserves_nothing)
+{
+    ml__heap_set_cap(4 * MIB);
+    ml_thread *t = fake(0, 0);
+    fake_allocated[0] = 100;
+    cr_expect_not(ml__heap_admit_large(t, 4 * MIB));
+    cr_expect_eq(t->heap_reserved, 0);
+    cr_expect_eq(ml__heap_live(), 100, "the thread was flushed, nothing reserved");
+    cr_expect(ml__heap_admit_large(t, 3 * MIB + 512 * KIB)); /* a class of its own */
+}
+
+Test(heap_unit, the_large_usable_size_is_jemallocs)
+{
+    /* Every large class boundary up to 2^46 and its neighbours, and a pseudo-random spread. */
+    for (uint64_t n = ML_PEAK_BLOCK; n <= ((uint64_t)1 << 46); n += n / 4) {
+        for (uint64_t m = n - 1; m <= n + 1; m++) {
+            if (m < ML_PEAK_BLOCK) continue;
+            cr_assert_eq(ml__heap_large_usable(m), mlje_nallocx(m, 0), "n = %lu", m);
+        }
+    }
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint64_t m = ML_PEAK_BLOCK + x % ((uint64_t)1 << (16 + i % 24));
+        cr_assert_eq(ml__heap_large_usable(m), mlje_nallocx(m, 0), "n = %lu", m);
+    }
+}
+
 Test(heap_unit, the_interval_is_counted_in_units_so_zero_byte_requests_end_it)
 {
     ml__heap_set_cap(64 * MIB);
@@ -279,6 +348,64 @@ Test(heap_unit, a_reconcile_never_undoes_a_newer_flush)
                 (unsigned long long)race_flushes);
     cr_expect_eq(worst, 0, "the sum fell %llu bytes below the thread's last flush",
                  (unsigned long long)worst);
+}
+
+/* fake(0) in the registry, so that a reconcile flushes it. */
+static ml_thread *registered_fake(void)
+{
+    cr_assert_eq(ml__thread_setup_key(&noop_hooks), 0);
+    ml_thread *t = fake(0, 0);
+    ml__thread_register(t); /* sets the calling thread's counters: the fake's again below */
+    t->je_allocated = &fake_allocated[0];
+    t->je_deallocated = &fake_deallocated[0];
+    t->seen_allocated = t->seen_deallocated = 0;
+    return t;
+}
+
+/* A peak far above what follows, so that no peak recheck (a reconcile) corrects the sum behind
+ * the test's back. */
+static void high_peak(ml_thread *t)
+{
+    fake_allocated[0] += 64 * MIB;
+    ml__heap_flush(t);
+    fake_deallocated[0] += 64 * MIB;
+    ml__heap_flush(t);
+    cr_assert_eq(ml__heap_peak(), 64 * MIB);
+}
+
+/* A reconcile that runs between the admission and the settle, after jemalloc allocated the
+ * block, finds the block in the balance while it is still reserved: the settle must not move the
+ * reservation into the balance a second time. */
+Test(heap_unit, a_reconcile_between_admission_and_settle_does_not_count_the_block_twice)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = registered_fake();
+    high_peak(t);
+    fake_allocated[0] += 1000;
+    cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    fake_allocated[0] += 4 * MIB;
+    ml__heap_reconcile(); /* another thread's walk: counts the block, reserved as well */
+    ml__heap_settle(t);
+    cr_expect_eq(t->heap_reserved, 0);
+    cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
+    ml__heap_reconcile();
+    cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
+}
+
+Test(heap_unit, a_reconcile_before_the_block_is_allocated_leaves_the_settle_exact)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = registered_fake();
+    high_peak(t);
+    fake_allocated[0] += 1000;
+    cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    ml__heap_reconcile(); /* reads the balance without the block: adds nothing */
+    cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
+    fake_allocated[0] += 4 * MIB;
+    ml__heap_settle(t);
+    cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
+    ml__heap_reconcile();
+    cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
 }
 
 #define HANG_GUARD_S 120
