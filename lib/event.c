@@ -175,7 +175,7 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
         sample(t, n, n);
         t->flush_left = t->flush_left > charged ? t->flush_left - charged : 0;
         if (t->lease_left != ML_NONE) t->lease_left -= n;
-    } else if (t->heap_reserved != 0)
+    } else if (ML_LOAD(&t->heap_reserved) != 0)
         ml__heap_flush(t); /* the block the heap admitted will not be allocated */
     if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
@@ -205,10 +205,10 @@ static inline __attribute__((always_inline)) ml_verdict event_short(ml_thread *t
 /* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
  * process-wide limits and the peak: malloc's alignment, no old block, no task, no global-memory
  * task, no profile, no process tree. The lease is extended if short; the heap admits the block
- * with one flush that reserves it (ml__heap_admit_large), which ml__event_after settles without a
- * second flush (ml__heap_settle); its samples are deferred (sampler.h). When the budget or the
- * cap would refuse it, the extension and the flush are all that was done, and event_full
- * decides (and fires). Every other large block takes the ordinary paths. */
+ * with one flush that reserves it (ml__heap_admit_large), which ml__event_after marks allocated
+ * instead of a second flush (ml__heap_allocated); its samples are deferred (sampler.h). When the
+ * budget or the cap would refuse it, the extension and the flush are all that was done, and
+ * event_full decides (and fires). Every other large block takes the ordinary paths. */
 /* The ordinary paths, from the state alone (busy). */
 static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
 {
@@ -222,6 +222,7 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
 
 static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align, void *old)
 {
+    if (!ml__busy_enter(t)) return ML_ALLOW;
     if (ML_UNLIKELY((align | (uintptr_t)old) != 0 || n > ML_MAX_REQUEST ||
                     t->state != ML_THREAD_READY || t->task != NULL || ml__heap_watched() ||
                     ML_MEMPROF_STARTED() || ml__ledger_attached()))
@@ -247,8 +248,8 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align
 ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    if (!ml__busy_enter(t)) return ML_ALLOW;
     if (n >= ML_PEAK_BLOCK) return event_large(t, n, align, old);
+    if (!ml__busy_enter(t)) return ML_ALLOW;
     uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
     uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
     uint64_t charged = ml__charged_units(n, align);
@@ -268,20 +269,23 @@ void ml__event_refund(uint64_t n)
     ml__busy_leave(t);
 }
 
+static ML_NOINLINE void flush_after(ml_thread *t)
+{
+    if (!ml__busy_enter(t)) return;
+    ml__heap_flush(t);
+    ml__busy_leave(t);
+}
+
 void ml__event_after(uint64_t n)
 {
     ml_thread *t = &ml__self;
     /* Settles the block's reservation (heap.h); a large block is flushed in any case, so that
-     * the peak sees it even if it is freed before the thread's next event. */
-    if (t->heap_reserved != 0 && !ml__ledger_attached()) {
-        ml__heap_settle(t);
-        return;
-    }
-    if (t->state == ML_THREAD_NEW || (t->heap_reserved == 0 && n < ML_PEAK_BLOCK) ||
-        !ml__busy_enter(t))
-        return;
-    ml__heap_flush(t);
-    ml__busy_leave(t);
+     * the peak sees it even if it is freed before the thread's next event. Both out of line:
+     * this is called after every admitted allocation of the slow path. */
+    int64_t reserved = ML_LOAD(&t->heap_reserved);
+    if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
+    if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;
+    flush_after(t);
 }
 
 void ml__thread_ensure(void)

@@ -26,13 +26,19 @@ int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
  * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
  * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
  * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
-static inline int64_t reported_take(ml_thread *t)
+static ML_NOINLINE ML_COLD int64_t reported_wait(ml_thread *t)
 {
     for (unsigned spins = 1;; spins++) {
+        if (spins % 64 == 0) sched_yield();
         int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
         if (r != REPORTED_LOCKED) return r;
-        if (spins % 64 == 0) sched_yield();
     }
+}
+
+static inline int64_t reported_take(ml_thread *t)
+{
+    int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
+    return ML_LIKELY(r != REPORTED_LOCKED) ? r : reported_wait(t);
 }
 
 static int64_t reported_lock(ml_thread *t, int *entered)
@@ -90,7 +96,7 @@ static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t
     int entered = 0;
     int64_t old = busy ? reported_take(t) : reported_lock(t, &entered);
     int64_t balance = own_balance(t);
-    int64_t delta = balance - old - t->heap_reserved;
+    int64_t delta = balance - old - ML_LOAD(&t->heap_reserved);
     int64_t sum = ML_LOAD(&live_heap), next;
     int fits;
     do {
@@ -98,8 +104,8 @@ static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t
         next = sum + delta + (fits ? reserve : 0);
     } while (next != sum && !__atomic_compare_exchange_n(&live_heap, &sum, next, 1,
                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-    t->heap_reserved = fits ? reserve : 0;
-    t->reported_at_reserve = balance;
+    ML_STORE(&t->heap_reserved, fits ? reserve : 0);
+    ML_STORE(&t->reserve_allocated, 0);
     reported_unlock(t, balance, entered);
     *live = next;
     return fits;
@@ -131,6 +137,14 @@ static void flush_remote(ml_thread *t, void *ctx)
     (void)ctx;
     int entered;
     int64_t old = reported_lock(t, &entered);
+    /* A reservation whose block jemalloc has allocated is in the balance read below: it is
+     * settled here, as the owner's flush would (the flag is read first, with acquire, so that the
+     * counters read after it include the block). One not yet allocated stays reserved. */
+    int64_t settled = 0;
+    if (__atomic_load_n(&t->reserve_allocated, __ATOMIC_ACQUIRE)) {
+        settled = ML_LOAD(&t->heap_reserved);
+        ML_STORE(&t->heap_reserved, 0);
+    }
     /* Another thread's counters: read without reset detection, which only its owner does;
      * registered threads have not reached their teardown, where a reset could happen. Allocated
      * first: both only grow, so the balance read is at most the one at the second read, and
@@ -138,7 +152,7 @@ static void flush_remote(ml_thread *t, void *ctx)
     uint64_t a = __atomic_load_n(t->je_allocated, __ATOMIC_ACQUIRE);
     uint64_t d = __atomic_load_n(t->je_deallocated, __ATOMIC_ACQUIRE);
     int64_t balance = (int64_t)(t->balance_base + a - d);
-    __atomic_add_fetch(&live_heap, balance - old, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&live_heap, balance - old - settled, __ATOMIC_RELAXED);
     reported_unlock(t, balance, entered);
 }
 
@@ -243,21 +257,11 @@ int ml__heap_admit_large(ml_thread *t, uint64_t n)
     return 1;
 }
 
-void ml__heap_settle(ml_thread *t)
+void ml__heap_allocated(ml_thread *t)
 {
-    if (!ml__busy_enter(t)) return; /* nested: the reservation stays for the next flush */
-    /* reported still holds what the admission stored: no flush of another thread came between
-     * (a reconcile stores the balance it read, which differs once the block is allocated; one
-     * that read the same balance added nothing). Exchanged in one step against such a flush. */
-    int64_t stored = t->reported_at_reserve;
-    if (__atomic_compare_exchange_n(&t->reported, &stored, stored + t->heap_reserved, 0,
-                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        t->heap_reserved = 0;
-        note_peak(ML_LOAD(&live_heap));
-    } else {
-        ml__heap_flush(t);
-    }
-    ml__busy_leave(t);
+    __atomic_store_n(&t->reserve_allocated, 1, __ATOMIC_RELEASE);
+    int64_t live = ML_LOAD(&live_heap);
+    if (live > 0 && (uint64_t)live > ML_LOAD(&peak_heap)) note_peak(live);
 }
 
 void ml__heap_watch(int delta)

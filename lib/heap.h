@@ -92,7 +92,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
 /* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
  * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
  * reserves the block's usable size in the live heap if that keeps it within the cap, in one
- * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_settle),
+ * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_allocated),
  * and arms the next interval in t->flush_left. The block being in the sum from then on, the
  * interval is not charged with it: the thread's growth beyond the sum stays within the interval
  * (the bound above). Returns 0, having reserved nothing, when the block does not fit: the caller
@@ -108,13 +108,16 @@ static inline uint64_t ml__heap_large_usable(uint64_t n)
     uint64_t spacing_mask = ((uint64_t)1 << (lg_ceil - 3)) - 1;
     return (n + spacing_mask) & ~spacing_mask;
 }
-/* After the allocation admitted with a reservation succeeded, instead of ml__heap_flush: the
- * block moves from the thread's reservation into its reported balance, which leaves the live heap
- * unchanged (no counter read, no add to the sum), and the peak sees the sum. If another thread's
- * reconcile flushed this one since the admission (it may have counted the block in the balance
- * as well), it is a flush. Owner thread, outside a process tree (whose ledger hears of the
- * thread's figures at flushes). Enters busy itself (nested: does nothing). */
-void ml__heap_settle(ml_thread *t);
+/* After the allocation admitted with a reservation succeeded, instead of ml__heap_flush: marks
+ * the reservation's block allocated and lets the peak see the sum, which holds the block since
+ * its admission. The reservation stays in the sum until the thread's next flush, or a reconcile
+ * (which, the block being allocated, finds it in the thread's balance and settles it there:
+ * without the mark it would count it twice until the thread's next flush). A reconcile in the
+ * moment between jemalloc's return and the mark counts the block twice until the next flush of
+ * the thread, of either kind; the peak's recheck (ML_PEAK_RECHECK) bounds what that can add to
+ * the peak. Owner thread, outside a process tree (whose ledger hears of the thread's figures at
+ * flushes). */
+void ml__heap_allocated(ml_thread *t);
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);
