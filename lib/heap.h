@@ -15,7 +15,9 @@
  * a large class being a multiple of the page). Every event that ends an interval flushes the
  * thread, then admits the allocation at hand only if the sum, with every block admitted but not
  * yet flushed (reserved, below), stays within the cap, in one compare-and-swap; then the thread
- * allocates at most the interval it armed (F units) before its next check. So, with R_i the
+ * allocates at most the interval it armed (F units) before its next check. (A large block's
+ * admission, ml__heap_admit_large, reserves the block and arms an interval not charged with it:
+ * the block is in the sum until a flush counts it in the thread's balance.) So, with R_i the
  * ratio of thread i's requests and F_i the interval it armed at its last admission:
  *
  *     live heap <= cap + sum over threads of R_i * F_i
