@@ -12,6 +12,7 @@
 #include <criterion/logging.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,6 +425,91 @@ Test(heap_unit, a_reconcile_before_the_mark_is_undone_by_the_next_flush)
     ml__heap_allocated(t);
     ml__heap_reconcile();
     cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
+}
+
+/* Large blocks against reconciles from another thread: an owner admits a 4 MiB block
+ * (reserved), has it "allocated" (its fake counter), marks it, and frees and flushes it, and
+ * after each step waits for this thread to run two whole reconciles, so that a reconcile falls
+ * between every two steps. From the admission to the flush after the free the block is in the
+ * sum, as a reservation or in the balance: a reconcile that settled the reservation before the
+ * block was counted would leave the sum short of it. The owner publishes what the sum must hold,
+ * with a generation count around each change; a check counts when the generation did not move
+ * across it. */
+static uint64_t large_allocated, large_freed;
+static volatile uint64_t large_must, large_gen, large_reconciles;
+static volatile int large_started, large_stop;
+
+static void large_step(void)
+{
+    uint64_t seen = large_reconciles;
+    while (large_reconciles < seen + 2)
+        sched_yield();
+}
+
+static void large_publish(uint64_t must)
+{
+    __atomic_add_fetch(&large_gen, 1, __ATOMIC_SEQ_CST);
+    large_must = must;
+    __atomic_add_fetch(&large_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *large_owner(void *arg)
+{
+    (void)arg;
+    ml_thread *t = &ml__self;
+    t->busy = 1;
+    ml__thread_register(t);
+    t->je_allocated = &large_allocated;
+    t->je_deallocated = &large_freed;
+    t->seen_allocated = t->seen_deallocated = 0;
+    ml__heap_flush(t);
+    large_started = 1;
+    for (int round = 0; round < 2000; round++) {
+        cr_assert(ml__heap_admit_large(t, 4 * MIB));
+        large_publish(4 * MIB);
+        large_step();
+        __atomic_add_fetch(&large_allocated, 4 * MIB, __ATOMIC_RELEASE);
+        large_step();
+        ml__heap_allocated(t);
+        large_step();
+        large_publish(0);
+        __atomic_add_fetch(&large_freed, 4 * MIB, __ATOMIC_RELEASE);
+        large_step();
+        ml__heap_flush(t);
+    }
+    large_stop = 1;
+    t->busy = 0;
+    return NULL;
+}
+
+Test(heap_unit, reconciles_never_drop_a_large_block_from_the_sum)
+{
+    cr_assert_eq(ml__thread_setup_key(&noop_hooks), 0);
+    pthread_t owner;
+    cr_assert_eq(pthread_create(&owner, NULL, large_owner, NULL), 0);
+    while (!large_started) {
+    }
+    uint64_t checks = 0, short_by = 0;
+    while (!large_stop) {
+        uint64_t gen = __atomic_load_n(&large_gen, __ATOMIC_SEQ_CST);
+        uint64_t must = large_must;
+        ml__heap_reconcile();
+        uint64_t live = ml__heap_live();
+        if (gen % 2 == 0 && __atomic_load_n(&large_gen, __ATOMIC_SEQ_CST) == gen) {
+            checks++;
+            if (live < must) short_by = must - live;
+        }
+        large_reconciles++;
+        sched_yield(); /* the owner may share this core */
+    }
+    pthread_join(owner, NULL);
+    cr_log_info("%llu checks", (unsigned long long)checks);
+    cr_expect_eq(short_by, 0, "the sum lacked %llu bytes of an admitted block",
+                 (unsigned long long)short_by);
+    /* Every step was followed by a whole reconcile within one generation. */
+    cr_expect_geq(checks, 2000 * 4);
+    ml__heap_reconcile();
+    cr_expect_eq(ml__heap_live(), 0);
 }
 
 #define HANG_GUARD_S 120
