@@ -202,13 +202,6 @@ static inline __attribute__((always_inline)) ml_verdict event_short(ml_thread *t
     return ML_ALLOW;
 }
 
-/* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
- * process-wide limits and the peak: malloc's alignment, no old block, no task, no global-memory
- * task, no profile, no process tree. The lease is extended if short; the heap admits the block
- * with one flush that reserves it (ml__heap_admit_large), which ml__event_after marks allocated
- * instead of a second flush (ml__heap_allocated); its samples are deferred (sampler.h). When the
- * budget or the cap would refuse it, the extension and the flush are all that was done, and
- * event_full decides (and fires). Every other large block takes the ordinary paths. */
 /* The ordinary paths, from the state alone (busy). */
 static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
 {
@@ -220,6 +213,13 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
     return event_short(t, spent, units, n);
 }
 
+/* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
+ * process-wide limits and the peak: malloc's alignment, no old block, no task, no global-memory
+ * task, no profile, no process tree. The lease is extended if short; the heap admits the block
+ * with one flush that reserves it (ml__heap_admit_large), which ml__event_after marks allocated
+ * instead of a second flush (ml__heap_allocated); its samples are deferred (sampler.h). When the
+ * budget or the cap would refuse it, the extension and the flush are all that was done, and
+ * event_full decides (and fires). Every other large block takes the ordinary paths. */
 static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align, void *old)
 {
     if (!ml__busy_enter(t)) return ML_ALLOW;
@@ -279,9 +279,11 @@ static ML_NOINLINE void flush_after(ml_thread *t)
 void ml__event_after(uint64_t n)
 {
     ml_thread *t = &ml__self;
-    /* Settles the block's reservation (heap.h); a large block is flushed in any case, so that
-     * the peak sees it even if it is freed before the thread's next event. Both out of line:
-     * this is called after every admitted allocation of the slow path. */
+    /* A reservation is marked allocated (heap.h: it stays in the sum until a flush settles it,
+     * and the peak sees it now); in a process tree, whose ledger hears of the figures at
+     * flushes, it is flushed. A large block without one is flushed in any case, so that the
+     * peak sees it even if it is freed before the thread's next event. Both out of line: this
+     * is called after every admitted allocation of the slow path. */
     int64_t reserved = ML_LOAD(&t->heap_reserved);
     if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
     if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;

@@ -1,7 +1,8 @@
 /* Live and peak heap, and the hard cap (see heap.h for the bound and its proof).
  *
  * live_heap is the sum over threads of `reported` (the balance a thread last added) and
- * `heap_reserved` (the block admitted at its last event, not yet flushed). A thread's flushes,
+ * `heap_reserved` (the block admitted at its last event, not yet flushed; a reconcile settles it
+ * once the owner has marked it allocated, ml__heap_allocated). A thread's flushes,
  * its own and a reconcile's, are serialised by a one-word lock in `reported` (REPORTED_LOCKED
  * while one of them reads the counters and adds the change): otherwise a reconcile that read the
  * counters before the owner's flush could store its older balance after it, and the sum would
