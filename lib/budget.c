@@ -4,12 +4,12 @@
 #include "ledger.h"
 
 static uint64_t budget_total = ML_NONE;
-static uint64_t pool; /* bytes not leased to any thread */
+uint64_t ml__budget_pool; /* budget.h */
 
 void ml__budget_set(uint64_t budget)
 {
     budget_total = budget;
-    ML_STORE(&pool, budget);
+    ML_STORE(&ml__budget_pool, budget);
 }
 
 uint64_t ml__budget_total(void)
@@ -17,23 +17,12 @@ uint64_t ml__budget_total(void)
     return budget_total;
 }
 
-int ml__budget_extend(ml_thread *t, uint64_t need)
+int ml__budget_extend_shared(ml_thread *t, uint64_t need)
 {
-    if (ml__ledger_budget_shared()) {
-        /* A process tree's budget: the thread leases from the tree's ledger, by the same rule. */
-        uint64_t lent = ml__ledger_budget_lease(need);
-        t->lease_left += lent;
-        return lent != 0;
-    }
-    uint64_t have = ML_LOAD(&pool), take;
-    do {
-        if (have < need) return 0;
-        uint64_t extra = ML_MIN(ML_LEASE_BYTES, (have - need) / 16);
-        take = need + extra;
-    } while (!__atomic_compare_exchange_n(&pool, &have, have - take, 1, __ATOMIC_RELAXED,
-                                          __ATOMIC_RELAXED));
-    t->lease_left += take;
-    return 1;
+    if (!ml__ledger_budget_shared()) return ml__budget_lease_pool(t, need); /* no tree budget */
+    uint64_t lent = ml__ledger_budget_lease(need);
+    t->lease_left += lent;
+    return lent != 0;
 }
 
 void ml__budget_release(ml_thread *t)
@@ -46,7 +35,7 @@ void ml__budget_release(ml_thread *t)
     if (ml__ledger_budget_shared())
         ml__ledger_budget_return(unspent);
     else
-        __atomic_add_fetch(&pool, unspent, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&ml__budget_pool, unspent, __ATOMIC_RELAXED);
 }
 
 void ml__budget_fork_child(ml_thread *t)
@@ -77,7 +66,7 @@ static void add_unspent(ml_thread *t, void *ctx)
 void ml__budget_fork_lost(const ml_thread *t)
 {
     if (budget_total == ML_NONE || ml__ledger_budget_shared()) return;
-    ML_STORE(&pool, ML_LOAD(&pool) + unspent(t)); /* the child's one thread */
+    ML_STORE(&ml__budget_pool, ML_LOAD(&ml__budget_pool) + unspent(t)); /* the child's one thread */
 }
 
 uint64_t ml__budget_left(int exact)
@@ -85,7 +74,8 @@ uint64_t ml__budget_left(int exact)
     if (budget_total == ML_NONE) return ML_NONE;
     /* A process tree's budget: what no process holds, plus (exact) this process's unspent
      * leases. The pool is not used then. */
-    uint64_t base = ml__ledger_budget_shared() ? ml__ledger_budget_unlent() : ML_LOAD(&pool);
+    uint64_t base =
+        ml__ledger_budget_shared() ? ml__ledger_budget_unlent() : ML_LOAD(&ml__budget_pool);
     if (!exact) return base;
     ml__registry_lock();
     uint64_t left = base;

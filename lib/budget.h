@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "ledger.h"
 #include "thread.h"
 
 #define ML_LEASE_BYTES ((uint64_t)1 << 20)
@@ -16,8 +17,27 @@
 void ml__budget_set(uint64_t budget);
 uint64_t ml__budget_total(void);
 /* Makes t's lease cover an allocation of `need` bytes more than it holds, topped up for the
- * allocations that follow. Returns 0 if the pool cannot cover it: the budget is exceeded. */
-int ml__budget_extend(ml_thread *t, uint64_t need);
+ * allocations that follow. Returns 0 if the pool cannot cover it: the budget is exceeded. Inline:
+ * every block larger than a lease extends it (event.c). */
+extern uint64_t ml__budget_pool; /* bytes not leased to any thread */
+static inline int ml__budget_lease_pool(ml_thread *t, uint64_t need)
+{
+    uint64_t have = ML_LOAD(&ml__budget_pool), take;
+    do {
+        if (have < need) return 0;
+        take = need + ML_MIN(ML_LEASE_BYTES, (have - need) / 16);
+    } while (!__atomic_compare_exchange_n(&ml__budget_pool, &have, have - take, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    t->lease_left += take;
+    return 1;
+}
+/* A process tree's budget: the thread leases from the tree's ledger, by the same rule. */
+int ml__budget_extend_shared(ml_thread *t, uint64_t need);
+static inline int ml__budget_extend(ml_thread *t, uint64_t need)
+{
+    if (ML_UNLIKELY(ml__ledger_attached())) return ml__budget_extend_shared(t, need);
+    return ml__budget_lease_pool(t, need);
+}
 /* Returns t's unspent lease to the pool (thread exit). */
 void ml__budget_release(ml_thread *t);
 /* Bytes of the budget not yet allocated (ML_NONE: no budget). Exact (`exact` nonzero): the pool

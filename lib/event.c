@@ -45,6 +45,18 @@ static inline void consume(ml_thread *t, uint64_t bytes, uint64_t units)
     if (t->lease_left != ML_NONE) t->lease_left -= bytes;
 }
 
+/* The samples of `spent` bytes, the last n of them the block at hand: a block of
+ * ML_SAMPLER_DEFER_BYTES or more is counted apart, its samples drawn when a total is read
+ * (sampler.h). */
+static inline void sample(ml_thread *t, uint64_t spent, uint64_t n)
+{
+    if (n >= ML_SAMPLER_DEFER_BYTES) {
+        ml__sampler_defer(n);
+        spent -= n;
+    }
+    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent);
+}
+
 /* Arms the countdown with the smallest component. The heap's interval is armed by
  * ml__heap_admit; at 0 (a new thread, a refusal, an interval used up by one block) the next
  * allocation is an event, which arms a new one after checking it. */
@@ -158,9 +170,12 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
     consume(t, spent - n, units - charged);
     ml_verdict verdict = decide(t, n, align, old);
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
-    if (verdict == ML_ALLOW)
-        consume(t, n, charged);
-    else if (t->heap_reserved != 0)
+    if (verdict == ML_ALLOW) {
+        t->allocated += n;
+        sample(t, n, n);
+        t->flush_left = t->flush_left > charged ? t->flush_left - charged : 0;
+        if (t->lease_left != ML_NONE) t->lease_left -= n;
+    } else if (ML_LOAD(&t->heap_reserved) != 0)
         ml__heap_flush(t); /* the block the heap admitted will not be allocated */
     if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
     arm(t);
@@ -168,21 +183,16 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
     return verdict;
 }
 
-ml_verdict ml__event(uint64_t n, size_t align, void *old)
+/* The short path's work: the counts, the samples and the countdown. */
+static inline __attribute__((always_inline)) ml_verdict event_short(ml_thread *t, uint64_t spent,
+                                                                    uint64_t units, uint64_t n)
 {
-    ml_thread *t = &ml__self;
-    if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
-    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
-    uint64_t charged = ml__charged_units(n, align);
-    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
-        return event_full(t, spent, units, charged, n, align, old);
     /* consume(spent - n), then consume(n): the bytes before this allocation hold no sampled byte
      * (they were all below the countdown), so the samples of all of them are this block's. */
     t->allocated += spent;
     t->flush_left -= units;
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
-    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent);
+    sample(t, spent, n);
     uint64_t next = ML_MIN(t->sample_left, t->flush_left);
     next = ML_MIN(next, t->lease_left);
     t->armed = next;
@@ -190,6 +200,62 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     ML_STORE(&t->until_event, next);
     ml__busy_leave(t);
     return ML_ALLOW;
+}
+
+/* The ordinary paths, from the state alone (busy). */
+static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
+{
+    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
+    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
+    uint64_t charged = ml__charged_units(n, align);
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
+        return event_full(t, spent, units, charged, n, align, old);
+    return event_short(t, spent, units, n);
+}
+
+/* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
+ * process-wide limits and the peak: malloc's alignment, no old block, no task, no global-memory
+ * task, no profile, no process tree. The lease is extended if short; the heap admits the block
+ * with one flush that reserves it (ml__heap_admit_large), which ml__event_after marks allocated
+ * instead of a second flush (ml__heap_allocated); its samples are deferred (sampler.h). When the
+ * budget or the cap would refuse it, the extension and the flush are all that was done, and
+ * event_full decides (and fires). Every other large block takes the ordinary paths. */
+static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align, void *old)
+{
+    if (!ml__busy_enter(t)) return ML_ALLOW;
+    if (ML_UNLIKELY((align | (uintptr_t)old) != 0 || n > ML_MAX_REQUEST ||
+                    t->state != ML_THREAD_READY || t->task != NULL || ml__heap_watched() ||
+                    ML_MEMPROF_STARTED() || ml__ledger_attached()))
+        return event_any(t, n, align, old);
+    uint64_t spent = ml__since_arm(t), lease = t->lease_left;
+    /* One value kept across the calls, not the six it is computed from. */
+    __asm__("" : "+r"(spent));
+    if ((spent > lease && !ml__budget_extend(t, spent - lease)) || !ml__heap_admit_large(t, n))
+        return event_any(t, n, 0, NULL);
+    t->allocated += spent;
+    if (t->lease_left != ML_NONE) t->lease_left -= spent;
+    ml__sampler_defer(n);
+    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent - n);
+    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
+    next = ML_MIN(next, t->lease_left);
+    t->armed = next;
+    ml__thread_mark_arm(t);
+    ML_STORE(&t->until_event, next);
+    ml__busy_leave(t);
+    return ML_ALLOW;
+}
+
+ml_verdict ml__event(uint64_t n, size_t align, void *old)
+{
+    ml_thread *t = &ml__self;
+    if (n >= ML_PEAK_BLOCK) return event_large(t, n, align, old);
+    if (!ml__busy_enter(t)) return ML_ALLOW;
+    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
+    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
+    uint64_t charged = ml__charged_units(n, align);
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
+        return event_full(t, spent, units, charged, n, align, old);
+    return event_short(t, spent, units, n);
 }
 
 void ml__event_refund(uint64_t n)
@@ -203,16 +269,25 @@ void ml__event_refund(uint64_t n)
     ml__busy_leave(t);
 }
 
+static ML_NOINLINE void flush_after(ml_thread *t)
+{
+    if (!ml__busy_enter(t)) return;
+    ml__heap_flush(t);
+    ml__busy_leave(t);
+}
+
 void ml__event_after(uint64_t n)
 {
     ml_thread *t = &ml__self;
-    /* Settles the block's reservation (heap.h); a large block is flushed in any case, so that
-     * the peak sees it even if it is freed before the thread's next event. */
-    if (t->state == ML_THREAD_NEW || (t->heap_reserved == 0 && n < ML_PEAK_BLOCK) ||
-        !ml__busy_enter(t))
-        return;
-    ml__heap_flush(t);
-    ml__busy_leave(t);
+    /* A reservation is marked allocated (heap.h: it stays in the sum until a flush settles it,
+     * and the peak sees it now); in a process tree, whose ledger hears of the figures at
+     * flushes, it is flushed. A large block without one is flushed in any case, so that the
+     * peak sees it even if it is freed before the thread's next event. Both out of line: this
+     * is called after every admitted allocation of the slow path. */
+    int64_t reserved = ML_LOAD(&t->heap_reserved);
+    if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
+    if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;
+    flush_after(t);
 }
 
 void ml__thread_ensure(void)

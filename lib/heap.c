@@ -1,7 +1,8 @@
 /* Live and peak heap, and the hard cap (see heap.h for the bound and its proof).
  *
  * live_heap is the sum over threads of `reported` (the balance a thread last added) and
- * `heap_reserved` (the block admitted at its last event, not yet flushed). A thread's flushes,
+ * `heap_reserved` (the block admitted at its last event, not yet flushed; a reconcile settles it
+ * once the owner has marked it allocated, ml__heap_allocated). A thread's flushes,
  * its own and a reconcile's, are serialised by a one-word lock in `reported` (REPORTED_LOCKED
  * while one of them reads the counters and adds the change): otherwise a reconcile that read the
  * counters before the owner's flush could store its older balance after it, and the sum would
@@ -26,14 +27,25 @@ int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
  * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
  * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
  * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
+static ML_NOINLINE ML_COLD int64_t reported_wait(ml_thread *t)
+{
+    for (unsigned spins = 1;; spins++) {
+        if (spins % 64 == 0) sched_yield();
+        int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
+        if (r != REPORTED_LOCKED) return r;
+    }
+}
+
+static inline int64_t reported_take(ml_thread *t)
+{
+    int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
+    return ML_LIKELY(r != REPORTED_LOCKED) ? r : reported_wait(t);
+}
+
 static int64_t reported_lock(ml_thread *t, int *entered)
 {
     *entered = t == &ml__self && ml__busy_enter(t);
-    for (unsigned spins = 1;; spins++) {
-        int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
-        if (r != REPORTED_LOCKED) return r;
-        if (spins % 64 == 0) sched_yield();
-    }
+    return reported_take(t);
 }
 
 static void reported_unlock(ml_thread *t, int64_t balance, int entered)
@@ -46,7 +58,7 @@ static void reported_unlock(ml_thread *t, int64_t balance, int entered)
  * recreating its state for a thread that allocates again after its teardown), the balance so far
  * is kept in balance_base and counting restarts from the new values. Owner thread only, under
  * the flush lock (a reconcile reads balance_base). */
-static int64_t own_balance(ml_thread *t)
+static inline int64_t own_balance(ml_thread *t)
 {
     uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
     if (a < t->seen_allocated || d < t->seen_deallocated)
@@ -78,12 +90,14 @@ static void note_peak(int64_t live)
  * settles, to the sum; and, in the same atomic step, reserves `reserve` bytes for the block at
  * hand if the sum plus `check` (the block's usable size less the old block's) stays within
  * `limit`. Returns whether it reserved; *live is the sum it left. */
-static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
+static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t, int64_t check,
+                                                                    int64_t reserve, int64_t limit,
+                                                                    int64_t *live, int busy)
 {
-    int entered;
-    int64_t old = reported_lock(t, &entered);
+    int entered = 0;
+    int64_t old = busy ? reported_take(t) : reported_lock(t, &entered);
     int64_t balance = own_balance(t);
-    int64_t delta = balance - old - t->heap_reserved;
+    int64_t delta = balance - old - ML_LOAD(&t->heap_reserved);
     int64_t sum = ML_LOAD(&live_heap), next;
     int fits;
     do {
@@ -91,17 +105,24 @@ static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t l
         next = sum + delta + (fits ? reserve : 0);
     } while (next != sum && !__atomic_compare_exchange_n(&live_heap, &sum, next, 1,
                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-    t->heap_reserved = fits ? reserve : 0;
+    ML_STORE(&t->heap_reserved, fits ? reserve : 0);
+    ML_STORE(&t->reserve_allocated, 0);
     reported_unlock(t, balance, entered);
     *live = next;
     return fits;
+}
+
+static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
+{
+    return flush_reserve_with(t, check, reserve, limit, live, 0);
 }
 
 /* After an owner's flush: a process tree's ledger (ledger.h) sees the figures and adjusts the
  * process's room in the tree. */
 static void tell_ledger(ml_thread *t, int64_t live)
 {
-    ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
+    if (ml__ledger_attached())
+        ml__ledger_heap_note(live, (ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE, t->allocated);
 }
 
 void ml__heap_flush(ml_thread *t)
@@ -117,6 +138,14 @@ static void flush_remote(ml_thread *t, void *ctx)
     (void)ctx;
     int entered;
     int64_t old = reported_lock(t, &entered);
+    /* A reservation whose block jemalloc has allocated is in the balance read below: it is
+     * settled here, as the owner's flush would (the flag is read first, with acquire, so that the
+     * counters read after it include the block). One not yet allocated stays reserved. */
+    int64_t settled = 0;
+    if (__atomic_load_n(&t->reserve_allocated, __ATOMIC_ACQUIRE)) {
+        settled = ML_LOAD(&t->heap_reserved);
+        ML_STORE(&t->heap_reserved, 0);
+    }
     /* Another thread's counters: read without reset detection, which only its owner does;
      * registered threads have not reached their teardown, where a reset could happen. Allocated
      * first: both only grow, so the balance read is at most the one at the second read, and
@@ -124,7 +153,7 @@ static void flush_remote(ml_thread *t, void *ctx)
     uint64_t a = __atomic_load_n(t->je_allocated, __ATOMIC_ACQUIRE);
     uint64_t d = __atomic_load_n(t->je_deallocated, __ATOMIC_ACQUIRE);
     int64_t balance = (int64_t)(t->balance_base + a - d);
-    __atomic_add_fetch(&live_heap, balance - old, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&live_heap, balance - old - settled, __ATOMIC_RELAXED);
     reported_unlock(t, balance, entered);
 }
 
@@ -215,6 +244,25 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     }
     t->flush_left = 0; /* refused: the thread's next allocation is checked again */
     return 0;
+}
+
+int ml__heap_admit_large(ml_thread *t, uint64_t n)
+{
+    uint64_t cap = ML_LOAD(&heap_cap);
+    int64_t usable = (int64_t)ml__heap_large_usable(n), live;
+    /* Busy on the owner's thread already: the flush lock is taken without entering busy. */
+    if (!flush_reserve_with(t, usable, usable, cap > INT64_MAX ? INT64_MAX : (int64_t)cap, &live,
+                            1))
+        return 0;
+    t->flush_left = next_interval(cap, live, 0);
+    return 1;
+}
+
+void ml__heap_allocated(ml_thread *t)
+{
+    __atomic_store_n(&t->reserve_allocated, 1, __ATOMIC_RELEASE);
+    int64_t live = ML_LOAD(&live_heap);
+    if (live > 0 && (uint64_t)live > ML_LOAD(&peak_heap)) note_peak(live);
 }
 
 void ml__heap_watch(int delta)

@@ -15,7 +15,9 @@
  * a large class being a multiple of the page). Every event that ends an interval flushes the
  * thread, then admits the allocation at hand only if the sum, with every block admitted but not
  * yet flushed (reserved, below), stays within the cap, in one compare-and-swap; then the thread
- * allocates at most the interval it armed (F units) before its next check. So, with R_i the
+ * allocates at most the interval it armed (F units) before its next check. (A large block's
+ * admission, ml__heap_admit_large, reserves the block and arms an interval not charged with it:
+ * the block is in the sum until a flush counts it in the thread's balance.) So, with R_i the
  * ratio of thread i's requests and F_i the interval it armed at its last admission:
  *
  *     live heap <= cap + sum over threads of R_i * F_i
@@ -88,6 +90,36 @@ void ml__heap_reconcile_locked(void);
  * ml__heap_flush, which the caller must make once jemalloc has returned (or at once if the
  * allocation does not go ahead). Preconditions: busy; n <= 2^47. */
 int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
+
+/* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
+ * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
+ * reserves the block's usable size in the live heap if that keeps it within the cap, in one
+ * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_allocated),
+ * and arms the next interval in t->flush_left. The block being in the sum from then on, the
+ * interval is not charged with it: the thread's growth beyond the sum stays within the interval
+ * (the bound above). Returns 0, having reserved nothing, when the block does not fit: the caller
+ * then takes ml__heap_admit, which reconciles before refusing. Preconditions: busy, READY. */
+int ml__heap_admit_large(ml_thread *t, uint64_t n);
+/* jemalloc's usable size for a request of n bytes, ML_PEAK_BLOCK <= n <= 2^47 (mlje_nallocx
+ * without its call: a test compares them). */
+static inline uint64_t ml__heap_large_usable(uint64_t n)
+{
+    /* The large size classes: from 2^k exclusive to 2^(k+1) inclusive, the multiples of
+     * 2^(k-2), four per doubling. */
+    unsigned lg_ceil = 63 - (unsigned)__builtin_clzll(2 * n - 1);
+    uint64_t spacing_mask = ((uint64_t)1 << (lg_ceil - 3)) - 1;
+    return (n + spacing_mask) & ~spacing_mask;
+}
+/* After the allocation admitted with a reservation succeeded, instead of ml__heap_flush: marks
+ * the reservation's block allocated and lets the peak see the sum, which holds the block since
+ * its admission. The reservation stays in the sum until the thread's next flush, or a reconcile
+ * (which, the block being allocated, finds it in the thread's balance and settles it there:
+ * without the mark it would count it twice until the thread's next flush). A reconcile in the
+ * moment between jemalloc's return and the mark counts the block twice until the next flush of
+ * the thread, of either kind; the peak's recheck (ML_PEAK_RECHECK) bounds what that can add to
+ * the peak. Owner thread, outside a process tree (whose ledger hears of the thread's figures at
+ * flushes). */
+void ml__heap_allocated(ml_thread *t);
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);

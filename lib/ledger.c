@@ -31,7 +31,7 @@ _Static_assert(sizeof(ml_ledger_slot) % 64 == 0, "slots are whole cache lines");
 /* ---- This process's attachment ----------------------------------------------------------- */
 
 static ml_ledger *ledger;
-static ml_ledger_slot *slot; /* NULL: not attached, or ended */
+ml_ledger_slot *ml__ledger_self; /* NULL: not attached, or ended (ledger.h) */
 static void (*gather_figures)(ml_ledger_figures *out);
 /* The live heap a fork child inherited and is not charged for; lowered to the live heap when the
  * child frees below it, so that what it allocates after is charged. 0 in an exec'd image. */
@@ -371,19 +371,14 @@ int ml__ledger_attach(const ml_ledger_spec *spec, void (*gather)(ml_ledger_figur
     image_leased = 0;
     alloc_base = 0;
     thread_published = 0;
-    __atomic_store_n(&slot, s, __ATOMIC_RELEASE);
+    __atomic_store_n(&ml__ledger_self, s, __ATOMIC_RELEASE);
     return 1;
-}
-
-int ml__ledger_attached(void)
-{
-    return ML_LOAD(&slot) != NULL;
 }
 
 void ml__ledger_fork_child(uint64_t live, uint64_t allocated_total, uint64_t thread_allocated)
 {
-    if (ML_LOAD(&slot) == NULL) return;
-    ML_STORE(&slot, NULL); /* the parent's: never touched from here */
+    if (ML_LOAD(&ml__ledger_self) == NULL) return;
+    ML_STORE(&ml__ledger_self, NULL); /* the parent's: never touched from here */
     heap_base = live;
     forked_image = 1;
     image_leased = 0;
@@ -396,12 +391,12 @@ void ml__ledger_fork_child(uint64_t live, uint64_t allocated_total, uint64_t thr
         ml__write_all(STDERR_FILENO, line, sizeof line - 1);
         return;
     }
-    __atomic_store_n(&slot, s, __ATOMIC_RELEASE);
+    __atomic_store_n(&ml__ledger_self, s, __ATOMIC_RELEASE);
 }
 
 void ml__ledger_exit(int status, int sig)
 {
-    ml_ledger_slot *s = __atomic_exchange_n(&slot, NULL, __ATOMIC_ACQ_REL);
+    ml_ledger_slot *s = __atomic_exchange_n(&ml__ledger_self, NULL, __ATOMIC_ACQ_REL);
     if (s == NULL) return;
     ml_ledger *l = ledger;
     ml_ledger_figures f = {0, 0, 0};
@@ -426,7 +421,7 @@ void ml__ledger_exit(int status, int sig)
 
 uint64_t ml__ledger_heap_room(void)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     if (s == NULL || ledger->heap_cap == ML_NONE) return UINT64_MAX;
     return ML_LOAD(&heap_base) + ML_LOAD(&s->heap_lease);
 }
@@ -464,7 +459,7 @@ static int reclaim_dead(ml_ledger *l, const ml_ledger_slot *self)
 
 int ml__ledger_heap_grow(uint64_t want)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     ml_ledger *l = ledger;
     if (s == NULL || l->heap_cap == ML_NONE) return 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -495,7 +490,7 @@ static void publish_live(ml_ledger *l, ml_ledger_slot *s, uint64_t used)
 
 void ml__ledger_heap_note(int64_t live, uint64_t keep, uint64_t thread_allocated)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     if (s == NULL) return;
     ml_ledger *l = ledger;
     uint64_t added = thread_allocated - thread_published;
@@ -539,13 +534,13 @@ void ml__ledger_heap_note(int64_t live, uint64_t keep, uint64_t thread_allocated
 
 int ml__ledger_budget_shared(void)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     return s != NULL && ledger->budget != ML_NONE;
 }
 
 uint64_t ml__ledger_budget_lease(uint64_t need)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     ml_ledger *l = ledger;
     if (s == NULL || l->budget == ML_NONE) return 0;
     ml__ledger_lock(l);
@@ -568,7 +563,7 @@ uint64_t ml__ledger_budget_unlent(void)
 
 void ml__ledger_budget_return(uint64_t bytes)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     ml_ledger *l = ledger;
     if (s == NULL || bytes == 0) return;
     ml__ledger_lock(l);
@@ -584,7 +579,7 @@ void ml__ledger_budget_return(uint64_t bytes)
 void ml__ledger_fired(int kind, uint32_t thread, uint64_t allocation, uint64_t size,
                       const ml_action *action)
 {
-    ml_ledger_slot *s = ML_LOAD(&slot);
+    ml_ledger_slot *s = ML_LOAD(&ml__ledger_self);
     if (s == NULL || kind < 0 || kind > 1) return;
     ml_ledger *l = ledger;
     ml_ledger_firing *f = &s->fired[kind];

@@ -125,7 +125,13 @@ typedef struct ml_ledger_figures {
  * process then keeps its limits as its own. Init only (no allocation, no stdio). */
 int ml__ledger_attach(const ml_ledger_spec *spec, void (*gather)(ml_ledger_figures *out), char *why,
                       size_t whycap);
-int ml__ledger_attached(void);
+/* This process's slot in the tree's ledger; NULL: not attached, or ended. Whether the process is
+ * attached is read at every large block's event: inline. */
+extern ml_ledger_slot *ml__ledger_self;
+static inline int ml__ledger_attached(void)
+{
+    return ML_LOAD(&ml__ledger_self) != NULL;
+}
 /* In a fork child (one thread left): claims a slot of its own, so that the parent's leases are
  * not spent twice. The child's heap at fork (`live`) is the parent's, whose pages it shares
  * until written: it is charged only for what it adds. `allocated_total` is the process's count

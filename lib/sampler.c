@@ -124,11 +124,21 @@ uint64_t ml__sampler_mean(void)
     return mean_gap;
 }
 
+/* The deferred blocks' account (sampler.h): bytes deferred, bytes already drawn for, the samples
+ * drawn, and the generator, stream ML_DEFERRED_STREAM of the process seed (threads use the
+ * streams of their 32-bit registration indexes). */
+#define ML_DEFERRED_STREAM ((uint64_t)1 << 32)
+uint64_t ml__sampler_deferred_bytes;
+static uint64_t deferred_drawn, deferred_samples;
+static ml_rng deferred_rng;
+static int deferred_seeded;
+
 static uint64_t process_seed;
 
 void ml__sampler_set_seed(uint64_t seed)
 {
     process_seed = seed;
+    deferred_seeded = 0;
 }
 
 void ml__sampler_thread_start(ml_rng *r, uint64_t *left, uint32_t index)
@@ -239,6 +249,22 @@ uint64_t ml__sampler_take_hit(ml_rng *r, uint64_t *left, uint64_t n)
     }
     *left = gap - rest;
     return count;
+}
+
+uint64_t ml__sampler_deferred_samples(void)
+{
+    uint64_t bytes = ML_LOAD(&ml__sampler_deferred_bytes), rest = bytes - deferred_drawn;
+    if (rest == 0) return deferred_samples;
+    if (!deferred_seeded) {
+        ml__rng_seed(&deferred_rng, process_seed, ML_DEFERRED_STREAM);
+        deferred_seeded = 1;
+    }
+    /* Binomial(rest, 1/mean): the bytes up to a first gap hold no sample; from that sampled
+     * byte on, ml__sampler_take_hit counts the rest exactly (by BTRD when they are many). */
+    uint64_t left = ml__sampler_gap(&deferred_rng);
+    if (left <= rest) deferred_samples += ml__sampler_take_hit(&deferred_rng, &left, rest);
+    deferred_drawn = bytes;
+    return deferred_samples;
 }
 
 /* Streams with their own mean (the profiler's profiles, each with its own gap): the same draws

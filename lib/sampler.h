@@ -48,6 +48,26 @@ static inline uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
     }
     return ml__sampler_take_hit(r, left, n);
 }
+/* Blocks of ML_SAMPLER_DEFER_BYTES or more: their bytes are not sampled gap by gap on the
+ * allocating thread but counted apart (ml__sampler_defer, one atomic add), and their samples are
+ * drawn when a total is read (ml__sampler_deferred_samples), as one Binomial(bytes deferred since
+ * the last read, 1/mean) from a generator of the process seed's own. Bytes are sampled
+ * independently, so which of them a count is drawn for changes nothing in the total's
+ * distribution: over any set of bytes it is Binomial(bytes, 1/mean), as if drawn gap by gap. A
+ * thread's gap skips the deferred blocks (memoryless gaps: the next sampled byte of its other
+ * allocations is as far as before). Only totals (statistics, reports) count these samples: a
+ * profile (Memprof) draws its own, per block. */
+#define ML_SAMPLER_DEFER_BYTES ((uint64_t)64 << 10)
+extern uint64_t ml__sampler_deferred_bytes;
+static inline void ml__sampler_defer(uint64_t n)
+{
+    __atomic_add_fetch(&ml__sampler_deferred_bytes, n, __ATOMIC_RELAXED);
+}
+/* Draws the samples of the bytes deferred since the last call and returns every deferred byte's
+ * samples so far. Reproducible with the seed: the draws depend only on the bytes deferred at each
+ * call. The caller serialises the calls (thread.c: under the registry lock). */
+uint64_t ml__sampler_deferred_samples(void);
+
 /* Binomial(n, 1/mean), exactly, in expected constant time (mean >= 2, n / mean >=
  * ML_SAMPLER_LOOP_MAX): algorithm BTRD, the transformed rejection with decomposition of W.
  * Hormann, "The generation of binomial random variates", J. Statist. Comput. Simul. 46 (1993).

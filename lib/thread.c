@@ -35,7 +35,7 @@ ML_TLS ml_thread ml__self;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static ml_thread *registry;
-static uint32_t registered_count;
+uint32_t ml__thread_registered; /* thread.h: read inline */
 static uint32_t next_index;
 static uint64_t retired_allocated, retired_allocations, retired_samples;
 static uint64_t retired_je_allocated, retired_je_freed; /* jemalloc's counters at retirement */
@@ -61,7 +61,7 @@ static void retire_now(ml_thread *t)
     pthread_mutex_lock(&registry_lock);
     *t->pprev = t->next;
     if (t->next != NULL) t->next->pprev = t->pprev;
-    registered_count--;
+    ml__thread_registered--;
     retire_totals(t);
     pthread_mutex_unlock(&registry_lock);
     t->allocated += ml__since_arm(t);
@@ -102,7 +102,7 @@ void ml__thread_register(ml_thread *t)
     if (registry != NULL) registry->pprev = &t->next;
     t->pprev = &registry;
     registry = t;
-    registered_count++;
+    ml__thread_registered++;
     pthread_mutex_unlock(&registry_lock);
     t->tid = ml__gettid();
     t->state = ML_THREAD_READY;
@@ -140,11 +140,6 @@ void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx)
     pthread_mutex_unlock(&registry_lock);
 }
 
-uint32_t ml__thread_count(void)
-{
-    return ML_LOAD(&registered_count);
-}
-
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples)
 {
     ml_thread_totals sum;
@@ -162,7 +157,7 @@ void ml__thread_totals(ml_thread_totals *out)
                             .samples = retired_samples,
                             .je_allocated = retired_je_allocated,
                             .je_freed = retired_je_freed,
-                            .live = registered_count,
+                            .live = ml__thread_registered,
                             .registered = next_index};
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
@@ -172,6 +167,7 @@ void ml__thread_totals(ml_thread_totals *out)
         sum.je_allocated += ML_LOAD(t->je_allocated);
         sum.je_freed += ML_LOAD(t->je_deallocated);
     }
+    sum.samples += ml__sampler_deferred_samples(); /* large blocks' (sampler.h), drawn now */
     pthread_mutex_unlock(&registry_lock);
     *out = sum;
 }
@@ -216,12 +212,12 @@ static void fork_child_locked(ml_thread *self)
         hooks->fork_lost(t);
     }
     registry = NULL;
-    registered_count = 0;
+    ml__thread_registered = 0;
     if (self->state == ML_THREAD_READY) {
         self->next = NULL;
         self->pprev = &registry;
         registry = self;
-        registered_count = 1;
+        ml__thread_registered = 1;
     }
 }
 

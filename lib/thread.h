@@ -46,11 +46,14 @@ typedef struct ml_thread {
     /* Heap accounting (heap.c). jemalloc's own per-thread byte counters (usable sizes), read at
      * events; `reported` is the balance this thread last added to the process's live heap (also
      * the lock of its flushes), `heap_reserved` the usable size of the block admitted at its last
-     * event, counted in the live heap until its next flush. */
+     * event, counted in the live heap until a flush settles it, and `reserve_allocated` set once
+     * jemalloc allocated that block (heap.c's ml__heap_allocated), so that a reconcile may settle
+     * it too. */
     const uint64_t *je_allocated, *je_deallocated;
     uint64_t seen_allocated, seen_deallocated, balance_base;
     int64_t reported;
     int64_t heap_reserved;
+    int reserve_allocated;
 
     /* Tasks (task.c). `task` is the innermost task running on this thread; the wake-up signal's
      * handler sets wake_pending when it finds the thread busy. */
@@ -147,8 +150,12 @@ void ml__registry_unlock(void);
 /* Calls fn on every registered thread, under the registry lock (taken, or already held). */
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
-/* Number of registered threads. */
-uint32_t ml__thread_count(void);
+/* Number of registered threads (read at every heap admission: inline). */
+extern uint32_t ml__thread_registered;
+static inline uint32_t ml__thread_count(void)
+{
+    return ML_LOAD(&ml__thread_registered);
+}
 /* Totals over all threads, live and exited: requested bytes, allocations, samples. */
 void ml__totals(uint64_t *allocated, uint64_t *allocations, uint64_t *samples);
 /* The same and more, from one walk under the registry lock: racy for threads allocating during

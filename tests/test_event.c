@@ -132,3 +132,49 @@ Test(event, the_budget_fires_its_action_at_the_crossing_allocation, .exit_code =
     allocate(1);              /* crosses it: the default action is exit:124 */
     cr_assert_fail("the budget did not fire");
 }
+
+/* Large blocks (ML_PEAK_BLOCK bytes or more) take their own one-pass event (event.c's
+ * event_large): the same limits, decided at the same allocation. */
+Test(event, the_budget_fires_at_the_crossing_large_block, .exit_code = 124)
+{
+    ml__budget_set(((uint64_t)10 << 20) + 100);
+    ml__thread_ensure();
+    mlje_free(allocate(100));
+    for (int i = 0; i < 10; i++)
+        mlje_free(allocate((uint64_t)1 << 20)); /* exactly the budget: still allowed */
+    allocate(1);                                /* crosses it: the default action is exit:124 */
+    cr_assert_fail("the budget did not fire");
+}
+
+Test(event, a_large_block_is_counted_exactly_and_reaches_the_peak)
+{
+    ml__thread_ensure();
+    ml__heap_set_cap((uint64_t)1 << 40);
+    uint64_t before = allocated_now(), live = ml__heap_live();
+    void *p = allocate((uint64_t)4 << 20);
+    cr_assert_not_null(p);
+    cr_assert_eq(allocated_now() - before, (uint64_t)4 << 20);
+    cr_assert_eq(ml__self.heap_reserved, 0, "settled after the allocation");
+    cr_assert_geq(ml__heap_peak(), live + ((uint64_t)4 << 20));
+    mlje_free(p);
+    /* The interval the block's event armed is not charged with the block (it is in the sum):
+     * the next small allocation takes the fast path. */
+    cr_assert_gt(ml__self.flush_left, 0);
+}
+
+Test(event, large_blocks_samples_reach_the_totals_drawn_when_read)
+{
+    /* Every byte sampled: a large block's bytes are deferred (sampler.h) and drawn at the read,
+     * so the totals still count every byte, while the thread's own count skips them. */
+    ml__sampler_set_mean(1);
+    ml__thread_ensure();
+    uint64_t a0, n0, s0, a1, n1, s1;
+    ml__totals(&a0, &n0, &s0);
+    uint64_t own = ml__self.samples;
+    for (uint64_t i = 0; i < 10; i++)
+        mlje_free(allocate(((uint64_t)1 << 20) + i));
+    ml__totals(&a1, &n1, &s1);
+    cr_assert_eq(a1 - a0, 10 * ((uint64_t)1 << 20) + 45);
+    cr_assert_eq(s1 - s0, a1 - a0);
+    cr_assert_eq(ml__self.samples, own, "the blocks' samples were not deferred");
+}

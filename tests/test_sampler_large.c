@@ -25,16 +25,36 @@ static double chi2_critical(double df)
     return df * pow(1 - t + 5 * sqrt(t), 3);
 }
 
-/* Draws `blocks` consecutive blocks of n bytes at `mean` (the gap carried from block to block,
- * as in a thread's allocations), and tests their counts against Binomial(n, 1/mean) by a
- * chi-square test over bins of expected count >= 20 (the tails merged). */
-static void assert_binomial_counts(uint64_t mean, uint64_t n, int blocks, uint64_t stream)
+/* Draws of a block's count: a thread's (the gap carried from block to block) or the deferred
+ * account's (sampler.h: the block deferred, then the total read). */
+typedef struct block_draws {
+    ml_rng r;
+    uint64_t left, total;
+    int deferred;
+} block_draws;
+
+static uint64_t draw(block_draws *d, uint64_t n)
+{
+    if (!d->deferred) return ml__sampler_take(&d->r, &d->left, n);
+    ml__sampler_defer(n);
+    uint64_t total = ml__sampler_deferred_samples(), k = total - d->total;
+    d->total = total;
+    return k;
+}
+
+/* Draws `blocks` consecutive blocks of n bytes at `mean` and tests their counts against
+ * Binomial(n, 1/mean) by a chi-square test over bins of expected count >= 20 (the tails
+ * merged). */
+static void assert_binomial_draws(uint64_t mean, uint64_t n, int blocks, uint64_t stream,
+                                  int deferred)
 {
     const double p = 1.0 / (double)mean, dn = (double)n;
-    ml_rng r;
+    block_draws d = {.deferred = deferred};
     ml__sampler_set_mean(mean);
-    ml__rng_seed(&r, SEED, stream);
-    uint64_t left = ml__sampler_gap(&r);
+    ml__sampler_set_seed(SEED + stream);
+    ml__rng_seed(&d.r, SEED, stream);
+    d.left = ml__sampler_gap(&d.r);
+    d.total = ml__sampler_deferred_samples();
     double mu = dn * p, sd = sqrt(dn * p * (1 - p));
     int lo = (int)fmax(0, floor(mu - 8 * sd)), hi = (int)ceil(mu + 8 * sd) + 1;
     int width = hi - lo + 1;
@@ -42,7 +62,7 @@ static void assert_binomial_counts(uint64_t mean, uint64_t n, int blocks, uint64
     cr_assert_not_null(observed);
     double sum = 0, sumsq = 0;
     for (int i = 0; i < blocks; i++) {
-        uint64_t k = ml__sampler_take(&r, &left, n);
+        uint64_t k = draw(&d, n);
         cr_assert((int)k >= lo && (int)k <= hi, "count %lu beyond 8 sd of %f", k, mu);
         observed[k - (uint64_t)lo]++;
         sum += (double)k;
@@ -75,6 +95,11 @@ static void assert_binomial_counts(uint64_t mean, uint64_t n, int blocks, uint64
                  "n=%lu variance %f, expected %f", n, var_k, sd * sd);
     cr_assert_lt(chi2, chi2_critical(bins - 1), "n=%lu (mean %lu): chi-square %f over %d bins", n,
                  mean, chi2, bins);
+}
+
+static void assert_binomial_counts(uint64_t mean, uint64_t n, int blocks, uint64_t stream)
+{
+    assert_binomial_draws(mean, n, blocks, stream, 0);
 }
 
 Test(sampler_large, blocks_below_the_switch_are_binomial)
@@ -190,4 +215,73 @@ Test(sampler_large, the_random_numbers_a_block_uses_do_not_grow_with_its_size)
         }
     }
     cr_assert_gt(worst, 0);
+}
+
+/* Deferred blocks (sampler.h): their samples are drawn when a total is read, from bytes
+ * deferred since the last read. Each read here follows one block: its increment is the block's
+ * count, Binomial(n, 1/mean), whether the draw is gap by gap (few samples) or BTRD. */
+Test(sampler_large, deferred_blocks_are_binomial_when_the_total_is_read)
+{
+    assert_binomial_draws(80000, (uint64_t)64 << 10, 20000, 20, 1); /* 0.82 expected */
+    assert_binomial_draws(80000, 780000, 20000, 21, 1);             /* 9.75: gap by gap */
+    assert_binomial_draws(80000, (uint64_t)4 << 20, 20000, 22, 1);  /* 52.4: BTRD */
+    assert_binomial_draws(80000, (uint64_t)64 << 20, 20000, 23, 1); /* 839 */
+    assert_binomial_draws(3, (uint64_t)1 << 16, 20000, 24, 1);      /* p = 1/3 */
+}
+
+Test(sampler_large, deferred_blocks_read_together_have_the_binomial_total)
+{
+    /* 2000 rounds of 7 blocks of 1 MiB, read once per round: each increment is
+     * Binomial(7 MiB, 1/80000), mean 91.75, sd 9.58; the sum of all of them
+     * Binomial(14000 MiB, 1/80000). Bounds at 5 standard errors. */
+    const double n = 7.0 * (1 << 20), p = 1.0 / 80000, rounds = 2000;
+    ml__sampler_set_mean(80000);
+    ml__sampler_set_seed(SEED);
+    uint64_t total = ml__sampler_deferred_samples();
+    double sum = 0, sumsq = 0;
+    for (int i = 0; i < (int)rounds; i++) {
+        for (int j = 0; j < 7; j++)
+            ml__sampler_defer((uint64_t)1 << 20);
+        uint64_t now = ml__sampler_deferred_samples();
+        double k = (double)(now - total);
+        total = now;
+        sum += k;
+        sumsq += k * k;
+    }
+    double mu = n * p, var = n * p * (1 - p), m = sum / rounds, v = sumsq / rounds - m * m;
+    cr_assert_lt(fabs(m - mu), 5 * sqrt(var / rounds), "mean %f, expected %f", m, mu);
+    cr_assert_lt(fabs(v / var - 1), 5 * sqrt(2 / rounds) + 0.01, "variance ratio %f", v / var);
+}
+
+Test(sampler_large, a_read_with_nothing_deferred_draws_nothing)
+{
+    ml__sampler_set_mean(80000);
+    ml__sampler_set_seed(SEED);
+    uint64_t a = ml__sampler_deferred_samples();
+    cr_assert_eq(ml__sampler_deferred_samples(), a);
+    ml__sampler_set_mean(1); /* every byte: the count is the bytes */
+    ml__sampler_defer(12345);
+    cr_assert_eq(ml__sampler_deferred_samples(), a + 12345);
+}
+
+Test(sampler_large, deferred_draws_are_reproducible_from_the_seed)
+{
+    /* The same seed and the same reads give the same counts: the generator is the seed's
+     * own stream, restarted by ml__sampler_set_seed. Two runs of 100 reads, the second after
+     * re-seeding; the increments must match one for one. */
+    uint64_t first[100], prev;
+    ml__sampler_set_mean(80000);
+    for (int run = 0; run < 2; run++) {
+        ml__sampler_set_seed(SEED);
+        prev = ml__sampler_deferred_samples();
+        for (int i = 0; i < 100; i++) {
+            ml__sampler_defer((uint64_t)4 << 20);
+            uint64_t now = ml__sampler_deferred_samples(), k = now - prev;
+            prev = now;
+            if (run == 0)
+                first[i] = k;
+            else
+                cr_assert_eq(k, first[i], "read %d: %lu, then %lu", i, first[i], k);
+        }
+    }
 }
