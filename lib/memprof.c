@@ -200,21 +200,7 @@ static void callbacks_done(void)
 
 unsigned ml__memprof_capture(void **frames, unsigned max, const void *ret)
 {
-    if (max == 0) return 0;
-    void *raw[256 + 24];
-    unsigned want = max + 24 > 280 ? 280 : max + 24;
-    unsigned n = ml__host_backtrace(raw, want), start = 0;
-    if (ret != NULL) {
-        while (start < n && raw[start] != ret)
-            start++;
-        if (start == n) start = 0;
-    }
-    if (start == 0 || ret == NULL)
-        while (start < n && ml__host_in_own_text(raw[start]))
-            start++;
-    unsigned len = n - start < max ? n - start : max;
-    memcpy(frames, raw + start, len * sizeof *frames);
-    return len;
+    return ml__host_backtrace(frames, max, ret);
 }
 
 static unsigned max_depth(uint32_t mask)

@@ -1,0 +1,808 @@
+/* The host seam's callstacks (see host.h, "Callstacks"): a frame-pointer walker that steps only
+ * through code whose unwind tables say the step is exact, and libunwind for the rest.
+ *
+ * A frame-pointer step (return address at rbp + 8, the caller's rbp at rbp) is what DWARF's call
+ * frame information computes exactly where that information says CFA = rbp + 16 and rbp is
+ * saved at CFA - 16: code built with frame pointers, after its prologue. At setup (outside the
+ * allocator) every loaded object's .eh_frame is read once through its .eh_frame_hdr and those
+ * address intervals are kept, sorted, per object; a walk consults them through a small cache of
+ * return addresses. Code built without frame pointers (Debian's own libraries), hand-written
+ * assembly without CFI, signal frames and JIT code have no interval: the walk never steps out of
+ * them by frame pointer, so it never reports a frame it cannot know. */
+#define _GNU_SOURCE
+#include "host.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <unwind.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h> /* types and constants only: the library is loaded with dlopen */
+
+#include "common.h"
+
+static int mode; /* ML_HOST_UNWIND_* */
+
+void ml__host_unwind_mode(int m)
+{
+    __atomic_store_n(&mode, m, __ATOMIC_RELAXED);
+}
+
+/* ---- libunwind, loaded with dlopen(RTLD_LOCAL) ----
+ * Its _Unwind_* functions must never interpose on libgcc_s's, so it is not linked. It takes no
+ * lock and allocates nothing on a walk (its per-thread caches come from mmap). */
+static struct {
+    int (*backtrace)(void **, int);
+    int (*init_local)(unw_cursor_t *, unw_context_t *);
+    int (*step)(unw_cursor_t *);
+    int (*get_reg)(unw_cursor_t *, int, unw_word_t *);
+} unw;
+static int unw_loaded;
+
+static void load_libunwind(void)
+{
+    void *lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) return;
+    int (*set_policy)(void *, int) =
+        (int (*)(void *, int))dlsym(lib, "_ULx86_64_set_caching_policy");
+    void **space = dlsym(lib, "_ULx86_64_local_addr_space");
+    if (set_policy != NULL && space != NULL) set_policy(*space, UNW_CACHE_PER_THREAD);
+    unw.init_local = (int (*)(unw_cursor_t *, unw_context_t *))dlsym(lib, "_ULx86_64_init_local");
+    unw.step = (int (*)(unw_cursor_t *))dlsym(lib, "_ULx86_64_step");
+    unw.get_reg = (int (*)(unw_cursor_t *, int, unw_word_t *))dlsym(lib, "_ULx86_64_get_reg");
+    unw.backtrace = (int (*)(void **, int))dlsym(lib, "unw_backtrace");
+    if (unw.backtrace != NULL && unw.init_local != NULL && unw.step != NULL && unw.get_reg != NULL)
+        __atomic_store_n(&unw_loaded, 1, __ATOMIC_RELEASE);
+}
+
+/* ---- the objects' frame-pointer intervals ---- */
+
+typedef struct fp_object {
+    uintptr_t lo, hi;  /* its executable segments, from the lowest to the highest */
+    uintptr_t base;    /* dlpi_addr */
+    const void *phdr;  /* with base and name, what identifies the object */
+    char name[64];     /* the tail of dlpi_name */
+    uintptr_t *ranges; /* [lo, hi) pairs, sorted, disjoint; mmap'd */
+    size_t count, cap; /* pairs */
+} fp_object;
+
+#define MAX_OBJECTS 512
+static fp_object objects[MAX_OBJECTS];
+static unsigned object_count, own_object;
+static unsigned long long table_adds, table_subs; /* dl_iterate_phdr's counters at the build */
+static int table_built;
+static uint32_t generation = 1; /* of the table: cache entries of another one are misses */
+
+/* The table's lock: the build, and every lookup that misses the cache. Its word holds the pid
+ * of the holder: in a fork child, a lock held by a thread of the parent (gone) is taken over. */
+static int table_lock;
+
+static void lock_table(void)
+{
+    int me = (int)syscall(SYS_getpid), free_word = 0;
+    while (!__atomic_compare_exchange_n(&table_lock, &free_word, me, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+        if (free_word != me && __atomic_compare_exchange_n(&table_lock, &free_word, me, 0,
+                                                           __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return; /* held by a process that is not this one: a thread lost in a fork */
+        sched_yield();
+        free_word = 0;
+    }
+}
+
+static void unlock_table(void)
+{
+    __atomic_store_n(&table_lock, 0, __ATOMIC_RELEASE);
+}
+
+static int add_range(fp_object *o, uintptr_t lo, uintptr_t hi)
+{
+    if (o->count > 0 && o->ranges[2 * o->count - 1] == lo) { /* contiguous: merge */
+        o->ranges[2 * o->count - 1] = hi;
+        return 0;
+    }
+    if (o->count == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 256, bytes = cap * 2 * sizeof(uintptr_t);
+        void *p =
+            o->ranges
+                ? mremap(o->ranges, o->cap * 2 * sizeof(uintptr_t), bytes, MREMAP_MAYMOVE)
+                : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return -1;
+        o->ranges = p;
+        o->cap = cap;
+    }
+    o->ranges[2 * o->count] = lo;
+    o->ranges[2 * o->count + 1] = hi;
+    o->count++;
+    return 0;
+}
+
+/* DWARF readers over [*p, end); each returns -1 past the end. */
+typedef struct reader {
+    const uint8_t *p, *end;
+} reader;
+
+static int uleb(reader *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; r->p < r->end && shift < 64; shift += 7) {
+        uint8_t b = *r->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int sleb(reader *r, int64_t *out)
+{
+    uint64_t v = 0;
+    unsigned shift = 0;
+    uint8_t b = 0x80;
+    while (r->p < r->end && (b & 0x80) && shift < 64) {
+        b = *r->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        shift += 7;
+    }
+    if (b & 0x80) return -1;
+    if (shift < 64 && (b & 0x40)) v |= ~(uint64_t)0 << shift;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int fixed(reader *r, void *out, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n) return -1;
+    memcpy(out, r->p, n);
+    r->p += n;
+    return 0;
+}
+
+/* A pointer in DW_EH_PE encoding `enc` (only what GCC and LLVM emit for x86-64: absolute or
+ * pc-relative, 2, 4 or 8 bytes, LEB128); with `apply` 0 the value only (an FDE's range). */
+static int pointer(reader *r, uint8_t enc, int apply, uintptr_t *out)
+{
+    const uint8_t *at = r->p;
+    uint64_t v = 0;
+    if (enc == 0xff) return -1; /* DW_EH_PE_omit */
+    switch (enc & 0x0f) {
+    case 0x00: /* absptr */
+    case 0x04:
+    case 0x0c: {
+        uint64_t x;
+        if (fixed(r, &x, 8) != 0) return -1;
+        v = x;
+        break;
+    }
+    case 0x01:
+        if (uleb(r, &v) != 0) return -1;
+        break;
+    case 0x09: {
+        int64_t x;
+        if (sleb(r, &x) != 0) return -1;
+        v = (uint64_t)x;
+        break;
+    }
+    case 0x02: {
+        uint16_t x;
+        if (fixed(r, &x, 2) != 0) return -1;
+        v = x;
+        break;
+    }
+    case 0x0a: {
+        int16_t x;
+        if (fixed(r, &x, 2) != 0) return -1;
+        v = (uint64_t)(int64_t)x;
+        break;
+    }
+    case 0x03: {
+        uint32_t x;
+        if (fixed(r, &x, 4) != 0) return -1;
+        v = x;
+        break;
+    }
+    case 0x0b: {
+        int32_t x;
+        if (fixed(r, &x, 4) != 0) return -1;
+        v = (uint64_t)(int64_t)x;
+        break;
+    }
+    default:
+        return -1;
+    }
+    if (apply) {
+        if ((enc & 0x70) == 0x10)
+            v += (uintptr_t)at;
+        else if ((enc & 0x70) != 0)
+            return -1;
+        if (enc & 0x80) return -1; /* indirect: never in an FDE's pc_begin */
+    }
+    *out = (uintptr_t)v;
+    return 0;
+}
+
+/* The rules a row keeps: the CFA's register and offset (reg -1: an expression), and whether
+ * rbp is saved at CFA - 16 and the return address at CFA - 8. */
+typedef struct cfi_row {
+    int cfa_reg;
+    int64_t cfa_off;
+    uint8_t rbp_saved, ra_saved;
+} cfi_row;
+
+typedef struct cie_info {
+    uint64_t code_align;
+    int64_t data_align;
+    uint8_t fde_enc, has_z, signal;
+    reader init; /* the initial instructions */
+} cie_info;
+
+static int exact(const cfi_row *row)
+{
+    return row->cfa_reg == 6 && row->cfa_off == 16 && row->rbp_saved && row->ra_saved;
+}
+
+/* Sets a register's rule to "saved at CFA + off" (saved = 1) or anything else (saved = 0). */
+static void set_rule(cfi_row *row, uint64_t reg, int saved, int64_t off)
+{
+    if (reg == 6) row->rbp_saved = saved && off == -16;
+    if (reg == 16) row->ra_saved = saved && off == -8;
+}
+
+/* Runs CFA instructions from `r`, adding the exact intervals of [*loc, end) to o when `o` is
+ * not NULL (the CIE's initial instructions run with o NULL). `initial`: the row after the CIE,
+ * for DW_CFA_restore. Returns -1 on an instruction it does not know; the rest of the function
+ * then has no interval. */
+static int run_cfi(reader *r, const cie_info *cie, cfi_row *row, const cfi_row *initial,
+                   uintptr_t *loc, uintptr_t end, fp_object *o)
+{
+    cfi_row stack[8];
+    unsigned depth = 0;
+    while (r->p < r->end) {
+        uint8_t op = *r->p++;
+        uint64_t a, b, adv = 0;
+        int64_t s;
+        switch (op >> 6) {
+        case 1:
+            adv = (uint64_t)(op & 0x3f) * cie->code_align;
+            break;
+        case 2:
+            if (uleb(r, &a) != 0) return -1;
+            set_rule(row, op & 0x3f, 1, (int64_t)a * cie->data_align);
+            continue;
+        case 3: /* restore */
+            if ((op & 0x3f) == 6) row->rbp_saved = initial->rbp_saved;
+            if ((op & 0x3f) == 16) row->ra_saved = initial->ra_saved;
+            continue;
+        default:
+            switch (op) {
+            case 0x00: /* nop */
+                continue;
+            case 0x02:
+            case 0x03:
+            case 0x04: {
+                uint8_t b1 = 0;
+                uint16_t b2 = 0;
+                uint32_t b4 = 0;
+                if (op == 0x02   ? fixed(r, &b1, 1)
+                    : op == 0x03 ? fixed(r, &b2, 2)
+                                 : fixed(r, &b4, 4))
+                    return -1;
+                adv = (op == 0x02 ? b1 : op == 0x03 ? b2 : b4) * cie->code_align;
+                break;
+            }
+            case 0x05: /* offset_extended */
+                if (uleb(r, &a) != 0 || uleb(r, &b) != 0) return -1;
+                set_rule(row, a, 1, (int64_t)b * cie->data_align);
+                continue;
+            case 0x11: /* offset_extended_sf */
+                if (uleb(r, &a) != 0 || sleb(r, &s) != 0) return -1;
+                set_rule(row, a, 1, s * cie->data_align);
+                continue;
+            case 0x06: /* restore_extended */
+                if (uleb(r, &a) != 0) return -1;
+                if (a == 6) row->rbp_saved = initial->rbp_saved;
+                if (a == 16) row->ra_saved = initial->ra_saved;
+                continue;
+            case 0x07: /* undefined */
+            case 0x08: /* same_value */
+                if (uleb(r, &a) != 0) return -1;
+                set_rule(row, a, 0, 0);
+                continue;
+            case 0x09: /* register */
+            case 0x14: /* val_offset */
+                if (uleb(r, &a) != 0 || uleb(r, &b) != 0) return -1;
+                set_rule(row, a, 0, 0);
+                continue;
+            case 0x15: /* val_offset_sf */
+                if (uleb(r, &a) != 0 || sleb(r, &s) != 0) return -1;
+                set_rule(row, a, 0, 0);
+                continue;
+            case 0x10: /* expression */
+            case 0x16: /* val_expression */
+                if (uleb(r, &a) != 0 || uleb(r, &b) != 0 || (uint64_t)(r->end - r->p) < b)
+                    return -1;
+                r->p += b;
+                set_rule(row, a, 0, 0);
+                continue;
+            case 0x0a: /* remember_state */
+                if (depth == 8) return -1;
+                stack[depth++] = *row;
+                continue;
+            case 0x0b: /* restore_state */
+                if (depth == 0) return -1;
+                *row = stack[--depth];
+                continue;
+            case 0x0c: /* def_cfa */
+                if (uleb(r, &a) != 0 || uleb(r, &b) != 0) return -1;
+                row->cfa_reg = (int)a, row->cfa_off = (int64_t)b;
+                continue;
+            case 0x12: /* def_cfa_sf */
+                if (uleb(r, &a) != 0 || sleb(r, &s) != 0) return -1;
+                row->cfa_reg = (int)a, row->cfa_off = s * cie->data_align;
+                continue;
+            case 0x0d: /* def_cfa_register */
+                if (uleb(r, &a) != 0) return -1;
+                row->cfa_reg = (int)a;
+                continue;
+            case 0x0e: /* def_cfa_offset */
+                if (uleb(r, &a) != 0) return -1;
+                row->cfa_off = (int64_t)a;
+                continue;
+            case 0x13: /* def_cfa_offset_sf */
+                if (sleb(r, &s) != 0) return -1;
+                row->cfa_off = s * cie->data_align;
+                continue;
+            case 0x0f: /* def_cfa_expression */
+                if (uleb(r, &b) != 0 || (uint64_t)(r->end - r->p) < b) return -1;
+                r->p += b;
+                row->cfa_reg = -1;
+                continue;
+            case 0x2e: /* GNU_args_size */
+                if (uleb(r, &a) != 0) return -1;
+                continue;
+            default: /* set_loc, GNU_negative_offset_extended, vendor extensions */
+                return -1;
+            }
+        }
+        /* An advance: the row held over [*loc, *loc + adv). */
+        uintptr_t next = *loc + adv > end ? end : *loc + adv;
+        if (o != NULL && exact(row) && next > *loc && add_range(o, *loc, next) != 0) return -1;
+        *loc = next;
+    }
+    return 0;
+}
+
+static int parse_cie(const uint8_t *cie, const uint8_t *eh_end, cie_info *out)
+{
+    uint32_t len;
+    reader r = {cie, eh_end};
+    if (fixed(&r, &len, 4) != 0 || len == 0 || len == 0xffffffffu) return -1;
+    r.end = r.p + len;
+    if (r.end > eh_end) return -1;
+    uint32_t id;
+    uint8_t version;
+    if (fixed(&r, &id, 4) != 0 || id != 0 || fixed(&r, &version, 1) != 0) return -1;
+    const char *aug = (const char *)r.p;
+    size_t alen = strnlen(aug, (size_t)(r.end - r.p));
+    r.p += alen + 1;
+    if (r.p > r.end) return -1;
+    uint64_t ra;
+    if (uleb(&r, &out->code_align) != 0 || sleb(&r, &out->data_align) != 0) return -1;
+    if (version == 1) {
+        uint8_t b;
+        if (fixed(&r, &b, 1) != 0) return -1;
+        ra = b;
+    } else if (uleb(&r, &ra) != 0) {
+        return -1;
+    }
+    if (ra != 16) return -1;
+    out->fde_enc = 0;
+    out->has_z = aug[0] == 'z';
+    out->signal = 0;
+    if (out->has_z) {
+        uint64_t zlen;
+        if (uleb(&r, &zlen) != 0 || (uint64_t)(r.end - r.p) < zlen) return -1;
+        reader z = {r.p, r.p + zlen};
+        for (size_t i = 1; i < alen; i++) {
+            uint8_t enc;
+            uintptr_t ignored;
+            switch (aug[i]) {
+            case 'L':
+                if (fixed(&z, &enc, 1) != 0) return -1;
+                break;
+            case 'R':
+                if (fixed(&z, &out->fde_enc, 1) != 0) return -1;
+                break;
+            case 'P':
+                if (fixed(&z, &enc, 1) != 0 || pointer(&z, enc & 0x7f, 0, &ignored) != 0) return -1;
+                break;
+            case 'S':
+                out->signal = 1;
+                break;
+            default:
+                return -1;
+            }
+        }
+        r.p += zlen;
+    } else if (alen != 0) {
+        return -1;
+    }
+    out->init = r;
+    return 0;
+}
+
+/* One FDE: adds its exact intervals to o. Errors only cut this function's intervals short. */
+static void parse_fde(const uint8_t *fde, const uint8_t *eh_lo, const uint8_t *eh_end, fp_object *o)
+{
+    uint32_t len, cie_off;
+    reader r = {fde, eh_end};
+    if (fixed(&r, &len, 4) != 0 || len == 0 || len == 0xffffffffu) return;
+    r.end = r.p + len;
+    if (r.end > eh_end) return;
+    const uint8_t *id_at = r.p;
+    if (fixed(&r, &cie_off, 4) != 0 || cie_off == 0) return;
+    const uint8_t *cie_at = id_at - cie_off;
+    cie_info cie;
+    if (cie_at < eh_lo || parse_cie(cie_at, eh_end, &cie) != 0 || cie.signal) return;
+    uintptr_t begin, range;
+    if (pointer(&r, cie.fde_enc, 1, &begin) != 0 || pointer(&r, cie.fde_enc & 0x0f, 0, &range) != 0)
+        return;
+    if (cie.has_z) {
+        uint64_t zlen;
+        if (uleb(&r, &zlen) != 0 || (uint64_t)(r.end - r.p) < zlen) return;
+        r.p += zlen;
+    }
+    cfi_row row = {7, 8, 0, 1}, initial; /* rsp + 8 until the CIE says otherwise */
+    uintptr_t loc = begin, end = begin + range;
+    reader init = cie.init;
+    if (run_cfi(&init, &cie, &row, &row, &loc, end, NULL) != 0) return;
+    loc = begin;
+    initial = row;
+    if (run_cfi(&r, &cie, &row, &initial, &loc, end, o) != 0) return;
+    if (exact(&row) && loc < end) add_range(o, loc, end);
+}
+
+static int classify(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size, (void)data;
+    if (object_count == MAX_OBJECTS) return 1;
+    fp_object *o = &objects[object_count];
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    const uint8_t *hdr = NULL;
+    for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uintptr_t s = info->dlpi_addr + ph->p_vaddr;
+            if (s < lo) lo = s;
+            if (s + ph->p_memsz > hi) hi = s + ph->p_memsz;
+        }
+        if (ph->p_type == PT_GNU_EH_FRAME) hdr = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
+    }
+    if (hi == 0) return 0;
+    o->lo = lo, o->hi = hi, o->base = info->dlpi_addr, o->phdr = info->dlpi_phdr;
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    size_t nlen = strlen(name);
+    if (nlen >= sizeof o->name) name += nlen - (sizeof o->name - 1), nlen = sizeof o->name - 1;
+    memcpy(o->name, name, nlen);
+    o->name[nlen] = '\0';
+    o->count = 0;
+    /* .eh_frame_hdr: version 1, then the encodings of eh_frame_ptr, fde_count and the table.
+     * The binary-search table is sorted by address, so the intervals come out sorted. */
+    if (hdr != NULL && hdr[0] == 1 && hdr[2] == 0x03 && hdr[3] == 0x3b) {
+        reader r = {hdr + 4, hdr + 4 + 16};
+        uintptr_t eh;
+        uint32_t count;
+        if (pointer(&r, hdr[1], 1, &eh) == 0 && fixed(&r, &count, 4) == 0) {
+            const int32_t *table = (const int32_t *)r.p;
+            const uint8_t *eh_lo = (const uint8_t *)eh;
+            for (uint32_t i = 0; i < count; i++) {
+                const uint8_t *fde = hdr + table[2 * i + 1];
+                parse_fde(fde, eh_lo, (const uint8_t *)UINTPTR_MAX, o);
+            }
+        }
+    }
+    if (lo <= (uintptr_t)ml__host_backtrace && (uintptr_t)ml__host_backtrace < hi)
+        own_object = object_count;
+    __atomic_store_n(&object_count, object_count + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int read_counters(struct dl_phdr_info *info, size_t size, void *data)
+{
+    unsigned long long *c = data;
+    if (size < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) return 1;
+    c[0] = info->dlpi_adds;
+    c[1] = info->dlpi_subs;
+    return 1;
+}
+
+/* (Re)builds the table, under the lock. */
+static void build_table(void)
+{
+    for (unsigned i = 0; i < object_count; i++)
+        if (objects[i].ranges != NULL)
+            munmap(objects[i].ranges, objects[i].cap * 2 * sizeof(uintptr_t));
+    memset(objects, 0, sizeof objects);
+    object_count = 0;
+    own_object = UINT32_MAX;
+    unsigned long long c[2] = {0, 0};
+    dl_iterate_phdr(read_counters, c);
+    table_adds = c[0], table_subs = c[1];
+    dl_iterate_phdr(classify, NULL);
+    __atomic_add_fetch(&generation, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&table_built, 1, __ATOMIC_RELEASE);
+}
+
+/* What a return address is: not in the text of a loaded object (0), in it but not where a
+ * frame-pointer step is exact (1), where it is (2). Looked up by pc - 1, inside the call. */
+enum { PC_UNKNOWN, PC_TEXT, PC_EXACT };
+
+static int lookup(uintptr_t pc)
+{
+    for (unsigned i = 0; i < object_count; i++) {
+        const fp_object *o = &objects[i];
+        if (pc < o->lo || pc >= o->hi) continue;
+        size_t lo = 0, hi = o->count;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (pc < o->ranges[2 * mid])
+                hi = mid;
+            else if (pc >= o->ranges[2 * mid + 1])
+                lo = mid + 1;
+            else
+                return PC_EXACT;
+        }
+        return PC_TEXT;
+    }
+    return PC_UNKNOWN;
+}
+
+/* The cache of verdicts: (pc << 16) | (generation & 0x7fff) << 1 | exact, for pc - 1 below
+ * 2^48, indexed by a hash of pc; filled under the lock, read without it. */
+#define CACHE_SIZE 4096
+static uint64_t cache[CACHE_SIZE];
+
+static ML_NOINLINE int classify_slow(uintptr_t pc, uint64_t *slot, uint64_t tag, uint32_t gen)
+{
+    lock_table();
+    int verdict = lookup(pc);
+    if (verdict != PC_UNKNOWN && gen == __atomic_load_n(&generation, __ATOMIC_RELAXED))
+        __atomic_store_n(slot, ((uint64_t)pc << 16) | tag | (verdict == PC_EXACT),
+                         __ATOMIC_RELAXED);
+    unlock_table();
+    return verdict;
+}
+
+static inline int classify_pc(uintptr_t ret_addr, uint64_t tag, uint32_t gen)
+{
+    uintptr_t pc = ret_addr - 1;
+    if (ML_UNLIKELY(pc >= ((uintptr_t)1 << 48))) return PC_UNKNOWN;
+    uint64_t *slot = &cache[(pc ^ (pc >> 12)) & (CACHE_SIZE - 1)];
+    uint64_t v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    if (ML_LIKELY((v & ~(uint64_t)1) == (((uint64_t)pc << 16) | tag)))
+        return PC_TEXT + (int)(v & 1);
+    return classify_slow(pc, slot, tag, gen);
+}
+
+/* Loads and unloads since the build: the table is rebuilt (a dlopen or dlclose between two
+ * walks; inside the allocator if need be: nothing here allocates). dl_iterate_phdr takes the
+ * loader's lock for one callback, as every unwinder's lookup does. */
+static uint32_t current_generation(void)
+{
+    unsigned long long c[2] = {0, 0};
+    dl_iterate_phdr(read_counters, c);
+    if (c[0] != __atomic_load_n(&table_adds, __ATOMIC_RELAXED) ||
+        c[1] != __atomic_load_n(&table_subs, __ATOMIC_RELAXED)) {
+        lock_table();
+        if (c[0] != table_adds || c[1] != table_subs) build_table();
+        unlock_table();
+    }
+    return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+}
+
+/* ---- the thread's stack ----
+ * The end of the mapping that holds the stack pointer, from /proc/self/maps read with system
+ * calls only (no stdio, no malloc), once per thread and stack; frames are never read above it. */
+static ML_TLS uintptr_t stack_lo, stack_hi;
+
+static uintptr_t stack_end(uintptr_t sp)
+{
+    if (sp >= stack_lo && sp < stack_hi) return stack_hi;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[4096];
+    size_t have = 0;
+    uintptr_t found_lo = 0, found_hi = 0;
+    for (;;) {
+        long got = syscall(SYS_read, fd, buf + have, sizeof buf - have);
+        if (got <= 0) break;
+        have += (size_t)got;
+        size_t start = 0;
+        for (size_t i = 0; i < have; i++) {
+            if (buf[i] != '\n') continue;
+            uintptr_t lo = 0, hi = 0;
+            size_t j = start;
+            for (; j < i && buf[j] != '-'; j++)
+                lo = lo * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 32) - 'a' + 10);
+            for (j++; j < i && buf[j] != ' '; j++)
+                hi = hi * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 32) - 'a' + 10);
+            if (sp >= lo && sp < hi) found_lo = lo, found_hi = hi;
+            start = i + 1;
+        }
+        memmove(buf, buf + start, have - start);
+        have -= start;
+        if (found_hi != 0 || have == sizeof buf) break;
+    }
+    syscall(SYS_close, fd);
+    if (found_hi == 0) return 0;
+    stack_lo = found_lo, stack_hi = found_hi;
+    return found_hi;
+}
+
+/* ---- the walks ---- */
+
+/* libgcc's unwinder, which this library links: no dlopen, no descriptor and no malloc on its
+ * path, but no cache either: for the rare callstack of a limit's firing without libunwind. */
+typedef struct gcc_walk {
+    void **frames;
+    unsigned n, max;
+} gcc_walk;
+
+static _Unwind_Reason_Code gcc_step(struct _Unwind_Context *ctx, void *arg)
+{
+    gcc_walk *w = arg;
+    if (w->n >= w->max) return _URC_END_OF_STACK;
+    uintptr_t ip = _Unwind_GetIP(ctx);
+    if (ip == 0) return _URC_END_OF_STACK;
+    w->frames[w->n++] = (void *)ip;
+    return _URC_NO_REASON;
+}
+
+int ml__host_in_own_text(const void *addr)
+{
+    static uintptr_t own_base;
+    Dl_info info;
+    if (own_base == 0 && dladdr((void *)ml__host_backtrace, &info) != 0)
+        own_base = (uintptr_t)info.dli_fbase;
+    return dladdr(addr, &info) != 0 && (uintptr_t)info.dli_fbase == own_base;
+}
+
+/* A whole walk by libunwind (or libgcc without it), then memlimits' frames cut off: those below
+ * `ret`, or, ret NULL or not found, those in memlimits' own object. */
+static ML_NOINLINE unsigned walk_whole(void **frames, unsigned max, const void *ret)
+{
+    void *raw[256 + 24];
+    unsigned want = max + 24 > 280 ? 280 : max + 24, n = 0;
+    if (__atomic_load_n(&unw_loaded, __ATOMIC_ACQUIRE)) {
+        int got = unw.backtrace(raw, (int)want);
+        n = got > 0 ? (unsigned)got : 0;
+    } else {
+        gcc_walk w = {raw, 0, want};
+        _Unwind_Backtrace(gcc_step, &w);
+        n = w.n;
+    }
+    unsigned start = 0;
+    if (ret != NULL) {
+        while (start < n && raw[start] != ret)
+            start++;
+        if (start == n) start = 0;
+    }
+    if (start == 0 || ret == NULL)
+        while (start < n && ml__host_in_own_text(raw[start]))
+            start++;
+    unsigned len = n - start < max ? n - start : max;
+    memcpy(frames, raw + start, len * sizeof *frames);
+    return len;
+}
+
+/* libunwind from frame (pc, sp, fp), already recorded: rip, rsp and rbp are all a step needs
+ * where the frame-pointer walk stopped (its CFA is computed from rsp or rbp; the other
+ * registers' values matter only for frames whose rules read them, which libunwind finds). */
+static unsigned walk_on(void **frames, unsigned n, unsigned max, uintptr_t pc, uintptr_t sp,
+                        uintptr_t fp)
+{
+    unw_context_t uc;
+    unw_cursor_t cursor;
+    memset(&uc, 0, sizeof uc);
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
+    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)sp;
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)fp;
+    if (unw.init_local(&cursor, &uc) != 0) return n;
+    while (n < max && unw.step(&cursor) > 0) {
+        unw_word_t ip;
+        if (unw.get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
+        frames[n++] = (void *)ip;
+    }
+    return n;
+}
+
+/* The walk. Frame i is (pc, fp, sp): a return address, the rbp and the rsp of the function it
+ * returns into. A step reads the caller's return address at fp + 8 and its rbp at fp only when
+ * the tables say CFA = rbp + 16 at pc - 1, and only when fp is 16-byte aligned, at or above sp
+ * (so frames strictly increase) and below the stack's end. memlimits' own frames (built with
+ * frame pointers) are walked the same way and not recorded, up to the frame of `ret`. */
+ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void *ret)
+{
+    int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
+    if (max == 0) return 0;
+    if (m == ML_HOST_UNWIND_LIBUNWIND || !__atomic_load_n(&table_built, __ATOMIC_ACQUIRE))
+        return walk_whole(frames, max, ret);
+    int fp_only = m == ML_HOST_UNWIND_FP;
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t end = stack_end(fp);
+    if (end == 0) return fp_only ? 0 : walk_whole(frames, max, ret);
+    uint32_t gen = current_generation();
+    uint64_t tag = (uint64_t)(gen & 0x7fff) << 1;
+    unsigned own_index = __atomic_load_n(&own_object, __ATOMIC_RELAXED);
+    uintptr_t own_lo = own_index < MAX_OBJECTS ? objects[own_index].lo : 0;
+    uintptr_t own_hi = own_index < MAX_OBJECTS ? objects[own_index].hi : 0;
+    /* This function's own frame: built with a frame pointer. */
+    uintptr_t sp = fp + 16, pc = ((const uintptr_t *)fp)[1];
+    fp = ((const uintptr_t *)fp)[0];
+    /* memlimits' frames up to the caller's: all exact (built with frame pointers); anything
+     * else is a caller that is not where it was expected (a walk from jemalloc's C++ fallback),
+     * and the whole walk is left to libunwind. */
+    int what;
+    for (unsigned own = 0;; own++) {
+        what = classify_pc(pc, tag, gen);
+        if (ret != NULL ? pc == (uintptr_t)ret : !(own_lo <= pc && pc < own_hi)) break;
+        if (what != PC_EXACT || own == 32 || (fp & 15) != 0 || fp < sp || fp > end - 16)
+            return fp_only ? 0 : walk_whole(frames, max, ret);
+        sp = fp + 16;
+        pc = ((const uintptr_t *)fp)[1];
+        fp = ((const uintptr_t *)fp)[0];
+    }
+    unsigned n = 0;
+    for (;;) {
+        if (what == PC_UNKNOWN) break;
+        frames[n++] = (void *)pc;
+        if (n == max) break;
+        if (what != PC_EXACT) {
+            if (fp_only) break;
+            /* auto: libunwind carries on from this frame; without it (the callstack of a
+             * firing, no profile), libgcc's unwinder walks the whole stack again. */
+            if (__atomic_load_n(&unw_loaded, __ATOMIC_ACQUIRE))
+                return walk_on(frames, n, max, pc, sp, fp);
+            return walk_whole(frames, max, ret);
+        }
+        if ((fp & 15) != 0 || fp < sp || fp > end - 16) break;
+        sp = fp + 16;
+        pc = ((const uintptr_t *)fp)[1];
+        fp = ((const uintptr_t *)fp)[0];
+        what = classify_pc(pc, tag, gen);
+    }
+    return n;
+}
+
+static void ensure_table(void)
+{
+    if (__atomic_load_n(&table_built, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&mode, __ATOMIC_RELAXED) == ML_HOST_UNWIND_LIBUNWIND)
+        return;
+    lock_table();
+    if (!table_built) build_table();
+    unlock_table();
+}
+
+void ml__host_backtrace_setup(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (__atomic_load_n(&mode, __ATOMIC_RELAXED) != ML_HOST_UNWIND_FP)
+        pthread_once(&once, load_libunwind);
+    ensure_table();
+}
+
+void ml__host_backtrace_warm(void)
+{
+    void *frames[8];
+    ensure_table();
+    ml__host_backtrace(frames, 8, NULL);
+}
