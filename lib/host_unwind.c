@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <unwind.h>
@@ -73,27 +74,43 @@ typedef struct fp_object {
 } fp_object;
 
 #define MAX_OBJECTS 512
-static fp_object objects[MAX_OBJECTS];
-static unsigned object_count, own_object;
-static unsigned long long table_adds, table_subs; /* dl_iterate_phdr's counters at the build */
-static int table_built;
+
+/* One reading of the loaded objects, in one mapping, never changed once published; a reading
+ * that a newer one replaced is unmapped under the lock, so it is read only under the lock. */
+typedef struct snapshot {
+    unsigned count;
+    unsigned long long adds, subs; /* dl_iterate_phdr's counters when it was read */
+    fp_object objects[MAX_OBJECTS];
+} snapshot;
+
+static snapshot *table;          /* the current reading: under the lock */
+static uintptr_t own_lo, own_hi; /* memlimits' own text */
+static unsigned long long table_adds, table_subs;
+static int building;
 static uint32_t generation = 1; /* of the table: cache entries of another one are misses */
 
-/* The table's lock: the build, and every lookup that misses the cache. Its word holds the pid
- * of the holder: in a fork child, a lock held by a thread of the parent (gone) is taken over. */
+/* The table's lock, for lookups that miss the cache and for the swap of a new reading; no
+ * other lock is taken under it (the reading itself takes the loader's lock, outside it). Its
+ * word holds the holder's pid: in a fork child, a lock held by a thread of the parent (gone)
+ * is taken over. Taken with bounded patience: a signal handler that interrupted a lookup and
+ * allocates must not wait forever for its own thread. */
 static int table_lock;
 
-static void lock_table(void)
+static int lock_table(void)
 {
-    int me = (int)syscall(SYS_getpid), free_word = 0;
-    while (!__atomic_compare_exchange_n(&table_lock, &free_word, me, 0, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED)) {
-        if (free_word != me && __atomic_compare_exchange_n(&table_lock, &free_word, me, 0,
-                                                           __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return; /* held by a process that is not this one: a thread lost in a fork */
+    int me = 0, word = 0;
+    for (int tries = 0; tries < 1000; tries++) {
+        if (me == 0) me = (int)syscall(SYS_getpid);
+        word = 0;
+        if (__atomic_compare_exchange_n(&table_lock, &word, me, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return 0;
+        if (word != me && __atomic_compare_exchange_n(&table_lock, &word, me, 0, __ATOMIC_ACQUIRE,
+                                                      __ATOMIC_RELAXED))
+            return 0; /* held by a process that is not this one: a thread lost in a fork */
         sched_yield();
-        free_word = 0;
     }
+    return -1;
 }
 
 static void unlock_table(void)
@@ -472,9 +489,10 @@ static void parse_fde(const uint8_t *fde, const uint8_t *eh_lo, const uint8_t *e
 
 static int classify(struct dl_phdr_info *info, size_t size, void *data)
 {
-    (void)size, (void)data;
-    if (object_count == MAX_OBJECTS) return 1;
-    fp_object *o = &objects[object_count];
+    (void)size;
+    snapshot *t = data;
+    if (t->count == MAX_OBJECTS) return 1;
+    fp_object *o = &t->objects[t->count];
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     const uint8_t *hdr = NULL;
     for (unsigned i = 0; i < info->dlpi_phnum; i++) {
@@ -501,17 +519,19 @@ static int classify(struct dl_phdr_info *info, size_t size, void *data)
         uintptr_t eh;
         uint32_t count;
         if (pointer(&r, hdr[1], 1, &eh) == 0 && fixed(&r, &count, 4) == 0) {
-            const int32_t *table = (const int32_t *)r.p;
+            const int32_t *search = (const int32_t *)r.p;
             const uint8_t *eh_lo = (const uint8_t *)eh;
             for (uint32_t i = 0; i < count; i++) {
-                const uint8_t *fde = hdr + table[2 * i + 1];
+                const uint8_t *fde = hdr + search[2 * i + 1];
                 parse_fde(fde, eh_lo, (const uint8_t *)UINTPTR_MAX, o);
             }
         }
     }
-    if (lo <= (uintptr_t)ml__host_backtrace && (uintptr_t)ml__host_backtrace < hi)
-        own_object = object_count;
-    __atomic_store_n(&object_count, object_count + 1, __ATOMIC_RELEASE);
+    if (lo <= (uintptr_t)ml__host_backtrace && (uintptr_t)ml__host_backtrace < hi) {
+        __atomic_store_n(&own_lo, lo, __ATOMIC_RELAXED);
+        __atomic_store_n(&own_hi, hi, __ATOMIC_RELAXED);
+    }
+    t->count++;
     return 0;
 }
 
@@ -524,31 +544,50 @@ static int read_counters(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-/* (Re)builds the table, under the lock. */
+static void free_snapshot(snapshot *t)
+{
+    for (unsigned i = 0; i < t->count; i++)
+        if (t->objects[i].ranges != NULL)
+            munmap(t->objects[i].ranges, t->objects[i].cap * 2 * sizeof(uintptr_t));
+    munmap(t, sizeof *t);
+}
+
+/* Reads every loaded object's tables into a new snapshot and publishes it; one thread at a
+ * time (another one finding a reading under way goes on with the current one). Allocates with
+ * mmap only, so it may run inside the allocator (after a dlopen). */
 static void build_table(void)
 {
-    for (unsigned i = 0; i < object_count; i++)
-        if (objects[i].ranges != NULL)
-            munmap(objects[i].ranges, objects[i].cap * 2 * sizeof(uintptr_t));
-    memset(objects, 0, sizeof objects);
-    object_count = 0;
-    own_object = UINT32_MAX;
-    unsigned long long c[2] = {0, 0};
-    dl_iterate_phdr(read_counters, c);
-    table_adds = c[0], table_subs = c[1];
-    dl_iterate_phdr(classify, NULL);
-    __atomic_add_fetch(&generation, 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&table_built, 1, __ATOMIC_RELEASE);
+    if (__atomic_exchange_n(&building, 1, __ATOMIC_ACQUIRE)) return;
+    snapshot *t = mmap(NULL, sizeof *t, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (t != MAP_FAILED) {
+        unsigned long long c[2] = {0, 0};
+        dl_iterate_phdr(read_counters, c);
+        t->adds = c[0], t->subs = c[1];
+        dl_iterate_phdr(classify, t);
+        snapshot *old = NULL;
+        if (lock_table() == 0) {
+            old = table;
+            table = t;
+            __atomic_store_n(&table_adds, t->adds, __ATOMIC_RELAXED);
+            __atomic_store_n(&table_subs, t->subs, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&generation, 1, __ATOMIC_RELEASE);
+            unlock_table();
+        } else {
+            old = t;
+        }
+        if (old != NULL) free_snapshot(old);
+    }
+    __atomic_store_n(&building, 0, __ATOMIC_RELEASE);
 }
 
 /* What a return address is: not in the text of a loaded object (0), in it but not where a
  * frame-pointer step is exact (1), where it is (2). Looked up by pc - 1, inside the call. */
-enum { PC_UNKNOWN, PC_TEXT, PC_EXACT };
+enum { PC_UNKNOWN, PC_TEXT, PC_EXACT, PC_BUSY };
 
-static int lookup(uintptr_t pc)
+static int lookup(const snapshot *t, uintptr_t pc)
 {
-    for (unsigned i = 0; i < object_count; i++) {
-        const fp_object *o = &objects[i];
+    for (unsigned i = 0; t != NULL && i < t->count; i++) {
+        const fp_object *o = &t->objects[i];
         if (pc < o->lo || pc >= o->hi) continue;
         size_t lo = 0, hi = o->count;
         while (lo < hi) {
@@ -572,8 +611,8 @@ static uint64_t cache[CACHE_SIZE];
 
 static ML_NOINLINE int classify_slow(uintptr_t pc, uint64_t *slot, uint64_t tag, uint32_t gen)
 {
-    lock_table();
-    int verdict = lookup(pc);
+    if (lock_table() != 0) return PC_BUSY;
+    int verdict = lookup(table, pc);
     if (verdict != PC_UNKNOWN && gen == __atomic_load_n(&generation, __ATOMIC_RELAXED))
         __atomic_store_n(slot, ((uint64_t)pc << 16) | tag | (verdict == PC_EXACT),
                          __ATOMIC_RELAXED);
@@ -600,33 +639,36 @@ static uint32_t current_generation(void)
     unsigned long long c[2] = {0, 0};
     dl_iterate_phdr(read_counters, c);
     if (c[0] != __atomic_load_n(&table_adds, __ATOMIC_RELAXED) ||
-        c[1] != __atomic_load_n(&table_subs, __ATOMIC_RELAXED)) {
-        lock_table();
-        if (c[0] != table_adds || c[1] != table_subs) build_table();
-        unlock_table();
-    }
+        c[1] != __atomic_load_n(&table_subs, __ATOMIC_RELAXED))
+        build_table();
     return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
 }
 
 /* ---- the thread's stack ----
- * The end of the mapping that holds the stack pointer, from /proc/self/maps read with system
- * calls only (no stdio, no malloc), once per thread and stack; frames are never read above it. */
+ * Frames are read only inside the mapping that holds the stack pointer, found in
+ * /proc/self/maps with system calls only (no stdio, no malloc). A stack that stays for the
+ * thread's life is remembered: the main thread's (found at setup, from __libc_stack_end; with
+ * its growth down to RLIMIT_STACK, below which the kernel maps nothing else) and, per thread,
+ * the mapping that also holds the thread's descriptor (glibc puts it at the top of the thread's
+ * stack). Any other stack (a coroutine's, an alternate signal stack) is looked up at each walk,
+ * since it may be unmapped and its range reused between two walks. */
+extern void *__libc_stack_end;
+static uintptr_t main_lo, main_hi;
 static ML_TLS uintptr_t stack_lo, stack_hi;
 
-static uintptr_t stack_end(uintptr_t sp)
+static int read_mapping(uintptr_t addr, uintptr_t *lo_out, uintptr_t *hi_out)
 {
-    if (sp >= stack_lo && sp < stack_hi) return stack_hi;
     int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return -1;
     char buf[4096];
     size_t have = 0;
-    uintptr_t found_lo = 0, found_hi = 0;
-    for (;;) {
+    int found = 0;
+    while (!found) {
         long got = syscall(SYS_read, fd, buf + have, sizeof buf - have);
         if (got <= 0) break;
         have += (size_t)got;
         size_t start = 0;
-        for (size_t i = 0; i < have; i++) {
+        for (size_t i = 0; i < have && !found; i++) {
             if (buf[i] != '\n') continue;
             uintptr_t lo = 0, hi = 0;
             size_t j = start;
@@ -634,17 +676,39 @@ static uintptr_t stack_end(uintptr_t sp)
                 lo = lo * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 32) - 'a' + 10);
             for (j++; j < i && buf[j] != ' '; j++)
                 hi = hi * 16 + (uintptr_t)(buf[j] <= '9' ? buf[j] - '0' : (buf[j] | 32) - 'a' + 10);
-            if (sp >= lo && sp < hi) found_lo = lo, found_hi = hi;
+            if (addr >= lo && addr < hi) *lo_out = lo, *hi_out = hi, found = 1;
             start = i + 1;
         }
+        if (start == 0 && have == sizeof buf) break; /* a line longer than the buffer */
         memmove(buf, buf + start, have - start);
         have -= start;
-        if (found_hi != 0 || have == sizeof buf) break;
     }
     syscall(SYS_close, fd);
-    if (found_hi == 0) return 0;
-    stack_lo = found_lo, stack_hi = found_hi;
-    return found_hi;
+    return found ? 0 : -1;
+}
+
+static void find_main_stack(void)
+{
+    uintptr_t lo, hi;
+    struct rlimit rl;
+    if (main_hi != 0 || read_mapping((uintptr_t)__libc_stack_end, &lo, &hi) != 0) return;
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < hi &&
+        hi - rl.rlim_cur < lo)
+        lo = hi - rl.rlim_cur;
+    main_lo = lo;
+    __atomic_store_n(&main_hi, hi, __ATOMIC_RELEASE);
+}
+
+/* The end of the stack that holds sp; 0 when it cannot be known. */
+static uintptr_t stack_end(uintptr_t sp)
+{
+    uintptr_t hi = __atomic_load_n(&main_hi, __ATOMIC_ACQUIRE), lo;
+    if (sp - main_lo < hi - main_lo) return hi;
+    if (sp - stack_lo < stack_hi - stack_lo) return stack_hi;
+    if (read_mapping(sp, &lo, &hi) != 0) return 0;
+    uintptr_t self = (uintptr_t)pthread_self();
+    if (self - lo < hi - lo) stack_lo = lo, stack_hi = hi;
+    return hi;
 }
 
 /* ---- the walks ---- */
@@ -733,7 +797,7 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
 {
     int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
     if (max == 0) return 0;
-    if (m == ML_HOST_UNWIND_LIBUNWIND || !__atomic_load_n(&table_built, __ATOMIC_ACQUIRE))
+    if (m == ML_HOST_UNWIND_LIBUNWIND || __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == 1)
         return walk_whole(frames, max, ret);
     int fp_only = m == ML_HOST_UNWIND_FP;
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
@@ -741,9 +805,8 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
     if (end == 0) return fp_only ? 0 : walk_whole(frames, max, ret);
     uint32_t gen = current_generation();
     uint64_t tag = (uint64_t)(gen & 0x7fff) << 1;
-    unsigned own_index = __atomic_load_n(&own_object, __ATOMIC_RELAXED);
-    uintptr_t own_lo = own_index < MAX_OBJECTS ? objects[own_index].lo : 0;
-    uintptr_t own_hi = own_index < MAX_OBJECTS ? objects[own_index].hi : 0;
+    uintptr_t own_from = __atomic_load_n(&own_lo, __ATOMIC_RELAXED);
+    uintptr_t own_to = __atomic_load_n(&own_hi, __ATOMIC_RELAXED);
     /* This function's own frame: built with a frame pointer. */
     uintptr_t sp = fp + 16, pc = ((const uintptr_t *)fp)[1];
     fp = ((const uintptr_t *)fp)[0];
@@ -753,7 +816,7 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
     int what;
     for (unsigned own = 0;; own++) {
         what = classify_pc(pc, tag, gen);
-        if (ret != NULL ? pc == (uintptr_t)ret : !(own_lo <= pc && pc < own_hi)) break;
+        if (ret != NULL ? pc == (uintptr_t)ret : !(own_from <= pc && pc < own_to)) break;
         if (what != PC_EXACT || own == 32 || (fp & 15) != 0 || fp < sp || fp > end - 16)
             return fp_only ? 0 : walk_whole(frames, max, ret);
         sp = fp + 16;
@@ -763,6 +826,7 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
     unsigned n = 0;
     for (;;) {
         if (what == PC_UNKNOWN) break;
+        if (what == PC_BUSY) return fp_only ? n : walk_whole(frames, max, ret);
         frames[n++] = (void *)pc;
         if (n == max) break;
         if (what != PC_EXACT) {
@@ -784,12 +848,11 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
 
 static void ensure_table(void)
 {
-    if (__atomic_load_n(&table_built, __ATOMIC_ACQUIRE) ||
-        __atomic_load_n(&mode, __ATOMIC_RELAXED) == ML_HOST_UNWIND_LIBUNWIND)
-        return;
-    lock_table();
-    if (!table_built) build_table();
-    unlock_table();
+    if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == 1 &&
+        __atomic_load_n(&mode, __ATOMIC_RELAXED) != ML_HOST_UNWIND_LIBUNWIND) {
+        find_main_stack();
+        build_table();
+    }
 }
 
 void ml__host_backtrace_setup(void)
