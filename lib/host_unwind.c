@@ -788,6 +788,22 @@ static unsigned walk_on(void **frames, unsigned n, unsigned max, uintptr_t pc, u
     return n;
 }
 
+#define WALK_ON_AFTER 24 /* frames (bench/run_memprof_bench.sh) */
+
+/* Call sites whose last walk by frame pointer met a frame without one before WALK_ON_AFTER
+ * frames, keyed by the caller's return address and the depth of the walker's frame: their next
+ * walk is libunwind's from the start, without the frame-pointer part it would redo (a program
+ * built with frame pointers still has glibc's frames below main). Only the method depends on
+ * it: both give the same frames. Per thread, direct-mapped, overwritten on collision. */
+#define SHALLOW_SITES 64
+static ML_TLS uintptr_t shallow[SHALLOW_SITES];
+
+static inline uintptr_t *shallow_slot(const void *ret, uintptr_t fp)
+{
+    uintptr_t key = (uintptr_t)ret ^ (fp << 16) ^ (fp >> 4);
+    return &shallow[(key ^ (key >> 6) ^ (key >> 12)) & (SHALLOW_SITES - 1)];
+}
+
 /* The walk. Frame i is (pc, fp, sp): a return address, the rbp and the rsp of the function it
  * returns into. A step reads the caller's return address at fp + 8 and its rbp at fp only when
  * the tables say CFA = rbp + 16 at pc - 1, and only when fp is 16-byte aligned, at or above sp
@@ -801,6 +817,8 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
         return walk_whole(frames, max, ret);
     int fp_only = m == ML_HOST_UNWIND_FP;
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t *site = shallow_slot(ret, fp), site_key = (uintptr_t)ret ^ fp;
+    if (!fp_only && ret != NULL && *site == site_key) return walk_whole(frames, max, ret);
     uintptr_t end = stack_end(fp);
     if (end == 0) return fp_only ? 0 : walk_whole(frames, max, ret);
     uint32_t gen = current_generation();
@@ -831,10 +849,14 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
         if (n == max) break;
         if (what != PC_EXACT) {
             if (fp_only) break;
-            /* auto: libunwind carries on from this frame; without it (the callstack of a
-             * firing, no profile), libgcc's unwinder walks the whole stack again. */
-            if (__atomic_load_n(&unw_loaded, __ATOMIC_ACQUIRE))
+            /* auto: libunwind carries on from this frame. Its own walk from here (a cursor,
+             * one unw_step per frame) costs about as much per frame as 7 frames of its cached
+             * whole-stack walk (unw_backtrace): when few frames were walked, it walks the whole
+             * stack again instead. Without libunwind (the callstack of a firing, no profile),
+             * libgcc's unwinder walks the whole stack again. */
+            if (__atomic_load_n(&unw_loaded, __ATOMIC_ACQUIRE) && n >= WALK_ON_AFTER)
                 return walk_on(frames, n, max, pc, sp, fp);
+            if (ret != NULL) *site = site_key;
             return walk_whole(frames, max, ret);
         }
         if ((fp & 15) != 0 || fp < sp || fp > end - 16) break;

@@ -198,9 +198,17 @@ static void callbacks_done(void)
     }
 }
 
+/* The unwinder may allocate: libunwind's per-thread caches are dynamic TLS, which glibc's
+ * __tls_get_addr allocates with malloc at a thread's first walk. Those allocations are the
+ * unwinder's, not the program's: the thread is marked as in a callback for the walk, so they
+ * are counted and never sampled (a sample there would walk again, inside the walk, and again). */
 unsigned ml__memprof_capture(void **frames, unsigned max, const void *ret)
 {
-    return ml__host_backtrace(frames, max, ret);
+    uint8_t was = mp.in_callback;
+    mp.in_callback = 1;
+    unsigned n = ml__host_backtrace(frames, max, ret);
+    mp.in_callback = was;
+    return n;
 }
 
 static unsigned max_depth(uint32_t mask)

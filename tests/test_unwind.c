@@ -92,6 +92,12 @@ Test(unwind, libunwind_gives_the_same_frames)
     compare("memprof_unwind_fp", "chain", 5);
 }
 
+/* On a second thread: its stack is its own mapping (the walk's bounds). */
+Test(unwind, frames_of_another_thread)
+{
+    compare("memprof_unwind_fp", "thread", 5);
+}
+
 /* compare() is called by glibc's qsort, built without frame pointers: fp gives compare, c and
  * the return address into glibc, and nothing past it; auto goes on with libunwind. */
 Test(unwind, frames_through_glibc_are_libunwinds)

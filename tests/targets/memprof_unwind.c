@@ -5,6 +5,7 @@
  * runs under different modes compare), then "frames N"; `chain` also checks, by the symbols of
  * the first four frames, that the stack is c, b, a, main, and prints "ok chain" or what failed.
  *   chain:  main -> a -> b -> c -> malloc
+ *   thread: the same chain on a second thread (its stack is a mapping of its own)
  *   qsort:  main -> qsort (glibc, no frame pointers) -> ... -> compare -> malloc
  *   plugin: main -> plugin_outer -> plugin_inner -> malloc, in a library (built with frame
  *           pointers) dlopen'ed after the profile started.
@@ -14,6 +15,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <memlimits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,14 @@ __attribute__((noinline)) void *a(size_t n)
     void *p = b(n + 1);
     __asm__ volatile("" ::: "memory");
     return p;
+}
+
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    sink = a(100);
+    free(sink);
+    return NULL;
 }
 
 static int compare(const void *x, const void *y)
@@ -160,6 +170,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "chain") == 0) {
         sink = a(100);
         free(sink);
+    } else if (strcmp(argv[1], "thread") == 0) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, thread_main, NULL) != 0) return 104;
+        pthread_join(thread, NULL);
     } else if (strcmp(argv[1], "qsort") == 0) {
         int v[64];
         for (int i = 0; i < 64; i++)
