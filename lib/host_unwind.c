@@ -788,7 +788,7 @@ static unsigned walk_on(void **frames, unsigned n, unsigned max, uintptr_t pc, u
     return n;
 }
 
-#define WALK_ON_AFTER 24 /* frames (bench/run_memprof_bench.sh) */
+#define WALK_ON_AFTER 48 /* frames (bench/run_memprof_bench.sh) */
 
 /* Call sites whose last walk by frame pointer met a frame without one before WALK_ON_AFTER
  * frames, keyed by the caller's return address and the depth of the walker's frame: their next
@@ -849,11 +849,11 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
         if (n == max) break;
         if (what != PC_EXACT) {
             if (fp_only) break;
-            /* auto: libunwind carries on from this frame. Its own walk from here (a cursor,
-             * one unw_step per frame) costs about as much per frame as 7 frames of its cached
-             * whole-stack walk (unw_backtrace): when few frames were walked, it walks the whole
-             * stack again instead. Without libunwind (the callstack of a firing, no profile),
-             * libgcc's unwinder walks the whole stack again. */
+            /* auto: libunwind carries on from this frame. Its walk on from a given frame (a
+             * cursor, one uncached unw_step per frame) costs about 30 frames of its cached
+             * whole-stack walk (unw_backtrace) for glibc's three frames below main: when fewer
+             * frames were walked, it walks the whole stack instead. Without libunwind (the
+             * callstack of a firing, no profile), libgcc's unwinder walks the whole stack. */
             if (__atomic_load_n(&unw_loaded, __ATOMIC_ACQUIRE) && n >= WALK_ON_AFTER)
                 return walk_on(frames, n, max, pc, sp, fp);
             if (ret != NULL) *site = site_key;
