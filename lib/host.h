@@ -204,8 +204,10 @@ static inline int ml__in_tracked_range(const void *p)
  * at the first frame outside memlimits' object). Never inside jemalloc, never from a signal
  * handler; takes no lock the program could hold, allocates nothing.
  * ML_HOST_UNWIND_AUTO: frame pointers where the object's call frame information says the step
- * is exact (CFA = rbp + 16, rbp saved at CFA - 16), libunwind on from the first frame where it
- * is not (libgcc's unwinder for the whole walk when libunwind is not loaded).
+ * is exact (CFA = rbp + 16, rbp saved at CFA - 16), libunwind for the rest from the first frame
+ * where it is not (or for the whole walk when that frame came early; libgcc's unwinder for the
+ * whole walk when libunwind is not loaded). The walk may allocate (libunwind's first walk on a
+ * thread): the caller must keep those allocations from being sampled.
  * ML_HOST_UNWIND_FP: frame pointers only; the stack ends at the first frame that is not exact.
  * ML_HOST_UNWIND_LIBUNWIND: libunwind's unw_backtrace for every walk (libgcc's without it).
  * The mode is set once at init (MEMLIMITS_UNWIND). ml__host_backtrace_setup loads libunwind

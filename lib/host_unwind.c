@@ -66,9 +66,6 @@ static void load_libunwind(void)
 
 typedef struct fp_object {
     uintptr_t lo, hi;  /* its executable segments, from the lowest to the highest */
-    uintptr_t base;    /* dlpi_addr */
-    const void *phdr;  /* with base and name, what identifies the object */
-    char name[64];     /* the tail of dlpi_name */
     uintptr_t *ranges; /* [lo, hi) pairs, sorted, disjoint; mmap'd */
     size_t count, cap; /* pairs */
 } fp_object;
@@ -505,12 +502,7 @@ static int classify(struct dl_phdr_info *info, size_t size, void *data)
         if (ph->p_type == PT_GNU_EH_FRAME) hdr = (const uint8_t *)(info->dlpi_addr + ph->p_vaddr);
     }
     if (hi == 0) return 0;
-    o->lo = lo, o->hi = hi, o->base = info->dlpi_addr, o->phdr = info->dlpi_phdr;
-    const char *name = info->dlpi_name ? info->dlpi_name : "";
-    size_t nlen = strlen(name);
-    if (nlen >= sizeof o->name) name += nlen - (sizeof o->name - 1), nlen = sizeof o->name - 1;
-    memcpy(o->name, name, nlen);
-    o->name[nlen] = '\0';
+    o->lo = lo, o->hi = hi;
     o->count = 0;
     /* .eh_frame_hdr: version 1, then the encodings of eh_frame_ptr, fde_count and the table.
      * The binary-search table is sorted by address, so the intervals come out sorted. */
@@ -813,9 +805,9 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
 {
     int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
     if (max == 0) return 0;
-    if (m == ML_HOST_UNWIND_LIBUNWIND || __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == 1)
-        return walk_whole(frames, max, ret);
     int fp_only = m == ML_HOST_UNWIND_FP;
+    if (m == ML_HOST_UNWIND_LIBUNWIND || __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == 1)
+        return fp_only ? 0 : walk_whole(frames, max, ret); /* no tables (yet) */
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     uintptr_t *site = shallow_slot(ret, fp), site_key = (uintptr_t)ret ^ fp;
     if (!fp_only && ret != NULL && *site == site_key) return walk_whole(frames, max, ret);

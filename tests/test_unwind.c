@@ -119,6 +119,19 @@ Test(unwind, library_loaded_after_start_is_walked)
     compare("memprof_unwind_fp", "plugin", 4);
 }
 
+/* Threads take callstacks while another dlopens and dlcloses a library: the tables are read
+ * again inside the allocator, concurrently with walks; no wrong frame, no deadlock. */
+Test(unwind, walks_during_dlopen_and_dlclose)
+{
+    const char *modes[] = {"fp", "auto"};
+    for (int i = 0; i < 2; i++) {
+        ml_child c;
+        run("memprof_unwind_fp", "churn", modes[i], &c);
+        cr_expect(strstr(c.out, "ok churn\n") != NULL, "%s:\n%s", modes[i], c.out);
+        ml_child_free(&c);
+    }
+}
+
 Test(unwind, bad_mode_is_an_error)
 {
     ml_child c;

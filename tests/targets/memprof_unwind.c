@@ -9,6 +9,10 @@
  *   qsort:  main -> qsort (glibc, no frame pointers) -> ... -> compare -> malloc
  *   plugin: main -> plugin_outer -> plugin_inner -> malloc, in a library (built with frame
  *           pointers) dlopen'ed after the profile started.
+ *   churn:  4 threads take callstacks of the chain on a loop (every allocation sampled) while
+ *           main dlopens and dlcloses the library 200 times; prints "ok churn" when every
+ *           callstack of the chain started with c, b, a (never a wrong frame while the tables
+ *           are read again).
  *   entries: main -> entry_site -> calloc, realloc, posix_memalign and C++'s operator new
  *           (plain, nothrow, aligned); prints "ok entries" when every callstack starts with
  *           entry_site, main. */
@@ -68,6 +72,52 @@ static void *thread_main(void *arg)
     sink = a(100);
     free(sink);
     return NULL;
+}
+
+static int churn_failures, churn_done;
+static long churn_stacks;
+
+static void *chain_check(const ml_allocation *al, void *ctx)
+{
+    (void)ctx;
+    static const char *const want[] = {"c", "b", "a"};
+    if (al->size != 4321) return NULL; /* c's allocation only */
+    __atomic_add_fetch(&churn_stacks, 1, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < 3 && i < al->callstack_len; i++) {
+        Dl_info info;
+        const char *got = dladdr(al->callstack[i], &info) && info.dli_sname ? info.dli_sname : "?";
+        if (strcmp(got, want[i]) != 0) __atomic_add_fetch(&churn_failures, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void *churn_thread(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&churn_done, __ATOMIC_ACQUIRE))
+        free(a(4319));
+    return NULL;
+}
+
+static int churn(void)
+{
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++)
+        if (pthread_create(&threads[i], NULL, churn_thread, NULL) != 0) return 104;
+    for (int i = 0; i < 200; i++) {
+        void *lib = dlopen(PLUGIN_PATH, RTLD_NOW);
+        if (lib == NULL) return 102;
+        int local = 0;
+        void *(*outer)(size_t, int *) = (void *(*)(size_t, int *))dlsym(lib, "plugin_outer");
+        free(outer(100, &local));
+        dlclose(lib);
+    }
+    __atomic_store_n(&churn_done, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    printf("stacks %ld, wrong frames %d\n", churn_stacks, churn_failures);
+    if (churn_failures == 0 && churn_stacks > 0) printf("ok churn\n");
+    return 0;
 }
 
 static int compare(const void *x, const void *y)
@@ -164,6 +214,14 @@ static const char *symbol(void *pc)
 int main(int argc, char **argv)
 {
     if (argc != 2) return 100;
+    if (strcmp(argv[1], "churn") == 0) {
+        ml_tracker ct = {chain_check, NULL, NULL, NULL};
+        ml_profile *cp = ml_memprof_start(1, 64, &ct);
+        if (cp == NULL) return 101;
+        int rc = churn();
+        ml_memprof_discard(cp);
+        return rc;
+    }
     ml_tracker t = {on_alloc, NULL, NULL, NULL};
     ml_profile *p = ml_memprof_start(1, 64, &t);
     if (p == NULL) return 101;
