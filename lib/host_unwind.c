@@ -835,8 +835,11 @@ ML_NOINLINE unsigned ml__host_backtrace(void **frames, unsigned max, const void 
     }
     unsigned n = 0;
     for (;;) {
-        if (what == PC_UNKNOWN) break;
-        if (what == PC_BUSY) return fp_only ? n : walk_whole(frames, max, ret);
+        /* Outside every object's text (JIT code, or an object loaded while another thread was
+         * reading the tables), or the table's lock not had: fp ends the stack, auto asks
+         * libunwind (which finds objects itself). */
+        if (what == PC_UNKNOWN || what == PC_BUSY)
+            return fp_only ? n : walk_whole(frames, max, ret);
         frames[n++] = (void *)pc;
         if (n == max) break;
         if (what != PC_EXACT) {
