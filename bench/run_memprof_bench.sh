@@ -3,10 +3,15 @@
 #  1. No profile: callgrind instruction counts of malloc_bench's 1-thread churn preloaded with
 #     BASE_LIB (memlimits before the profiler) and with this build's library, at OPS and 2*OPS;
 #     the difference divided by OPS is the cost of one malloc + one free, startup excluded.
-#  2. memprof_bench churn none / gap / depth16 / depth64, interleaved, RUNS rounds: medians,
-#     min-max, ratios to none, and ns per sample.
-#  3. memprof_bench unwind 0 / 16 / 64 (every allocation sampled), interleaved: ns per captured
-#     stack = median(depth D) - median(depth 0).
+#     Then memprof_bench churn under callgrind, 8 and 70 calls deep (stacks of 12 and 74 frames):
+#     none / gap / depth16 / depth64 with MEMLIMITS_UNWIND=auto (the frame-pointer walker:
+#     memprof_bench is built with frame pointers) and depth16 / depth64 with libunwind; and
+#     memprof_bench unwind D (every allocation sampled, 74 frames deep) for D = 0, 16, 64 under
+#     both: instructions per captured stack = per sampled allocation at D minus at 0.
+#  2. memprof_bench churn none / gap / depth16 / depth64 (auto) / depth64 (libunwind),
+#     interleaved, RUNS rounds: medians, min-max, ratios to none, and ns per sample.
+#  3. memprof_bench unwind 0 / 16 / 64 (every allocation sampled) under auto and libunwind,
+#     interleaved: ns per captured stack = median(depth D) - median(depth 0).
 #  Instruction counts do not depend on the machine's load; the timings do (read the speedup
 #  checks: well below 2, another tenant held the second core).
 # Usage: run_memprof_bench.sh BUILD_DIR [BASE_LIB] [RUNS=7]
@@ -38,12 +43,23 @@ if command -v valgrind >/dev/null; then
         echo "malloc_bench, no profile, $which library: $(awk -v a="$a" -v b="$b" -v n=$cg_ops 'BEGIN {printf "%.2f", (b - a) / n}') instructions per op"
     done
     for frames in 8 70; do
-        for m in none gap depth16 depth64; do
-            a=$(ir "" "$pb" churn $m $((10 * cg_ops)) $frames)
-            b=$(ir "" "$pb" churn $m $((20 * cg_ops)) $frames)
+        for m in none gap depth16 depth64 depth16:libunwind depth64:libunwind; do
+            u=auto; [ "${m#*:}" = libunwind ] && u=libunwind
+            a=$(MEMLIMITS_UNWIND=$u ir "" "$pb" churn ${m%:*} $((10 * cg_ops)) $frames)
+            b=$(MEMLIMITS_UNWIND=$u ir "" "$pb" churn ${m%:*} $((20 * cg_ops)) $frames)
             v=$(awk -v a="$a" -v b="$b" -v n=$((10 * cg_ops)) 'BEGIN {printf "%.2f", (b - a) / n}')
             [ $m = none ] && none_ir=$v
-            echo "memprof_bench churn $m, $frames frames deep: $v instructions per op, ratio $(awk -v a="$v" -v b="$none_ir" 'BEGIN {printf "%.3f", a / b}')"
+            echo "memprof_bench churn ${m%:*} ($u), $frames calls deep ($((frames + 4)) frames): $v instructions per op, ratio $(awk -v a="$v" -v b="$none_ir" 'BEGIN {printf "%.3f", a / b}')"
+        done
+    done
+    un=20000
+    for u in auto libunwind; do
+        for d in 0 16 64; do
+            a=$(MEMLIMITS_UNWIND=$u ir "" "$pb" unwind $d $un)
+            b=$(MEMLIMITS_UNWIND=$u ir "" "$pb" unwind $d $((2 * un)))
+            v=$(awk -v a="$a" -v b="$b" -v n=$un 'BEGIN {printf "%.0f", (b - a) / n}')
+            [ $d = 0 ] && zero_ir=$v
+            echo "memprof_bench unwind $d ($u): $v instructions per sampled allocation; per captured stack $((v - zero_ir))"
         done
     done
 fi
@@ -51,13 +67,15 @@ fi
 echo "== 2. churn, $runs interleaved rounds of $ops ops, 70 frames deep (ns per malloc+free)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+modes="none gap depth16 depth64 depth64:libunwind"
 for r in $(seq "$runs"); do
-    for m in none gap depth16 depth64; do
-        "$pb" churn $m "$ops" | sed -n 's/.*ns_per_op=\([0-9.]*\) samples=\([0-9]*\).*/\1 \2/p' >> "$tmp/$m"
+    for m in $modes; do
+        u=auto; [ "${m#*:}" = libunwind ] && u=libunwind
+        MEMLIMITS_UNWIND=$u "$pb" churn ${m%:*} "$ops" | sed -n 's/.*ns_per_op=\([0-9.]*\) samples=\([0-9]*\).*/\1 \2/p' >> "$tmp/$m"
     done
 done
 none=$(cut -d' ' -f1 "$tmp/none" | med)
-for m in none gap depth16 depth64; do
+for m in $modes; do
     t=$(cut -d' ' -f1 "$tmp/$m" | med)
     s=$(cut -d' ' -f2 "$tmp/$m" | med)
     ratio=$(awk -v a="$t" -v b="$none" 'BEGIN {printf "%.3f", a / b}')
@@ -65,15 +83,19 @@ for m in none gap depth16 depth64; do
     echo "$m: $(cut -d' ' -f1 "$tmp/$m" | median) ns/op, ratio $ratio, samples $s, ns per sample $per"
 done
 
-echo "== 3. callstacks: every allocation sampled, 70 frames deep, $runs rounds"
+echo "== 3. callstacks: every allocation sampled, 70 calls deep (74 frames), $runs rounds"
 for r in $(seq "$runs"); do
-    for d in 0 16 64; do
-        "$pb" unwind $d 200000 | sed -n 's/.*ns_per_sampled_alloc=\([0-9.]*\).*/\1/p' >> "$tmp/u$d"
+    for u in auto libunwind; do
+        for d in 0 16 64; do
+            MEMLIMITS_UNWIND=$u "$pb" unwind $d 200000 | sed -n 's/.*ns_per_sampled_alloc=\([0-9.]*\).*/\1/p' >> "$tmp/$u$d"
+        done
     done
 done
-u0=$(med < "$tmp/u0")
-for d in 0 16 64; do
-    u=$(med < "$tmp/u$d")
-    echo "depth $d: $(median < "$tmp/u$d") ns per sampled allocation; per captured stack $(awk -v a="$u" -v b="$u0" 'BEGIN {printf "%.0f", a - b}') ns"
+for u in auto libunwind; do
+    u0=$(med < "$tmp/${u}0")
+    for d in 0 16 64; do
+        v=$(med < "$tmp/$u$d")
+        echo "$u, depth $d: $(median < "$tmp/$u$d") ns per sampled allocation; per captured stack $(awk -v a="$v" -v b="$u0" 'BEGIN {printf "%.0f", a - b}') ns"
+    done
 done
 echo "== speedup check (end)"; "$mb" --spin 100000000 2>&1 | tail -1

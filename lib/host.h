@@ -199,14 +199,28 @@ static inline int ml__in_tracked_range(const void *p)
            __atomic_load_n(&ml__tracked_span, __ATOMIC_RELAXED);
 }
 
-/* Callstacks: return addresses of the calling thread's frames, innermost first, with libunwind
- * (per-thread cache; no lock, no malloc). ml__host_backtrace_setup sets the cache policy once
- * and warms the unwinder up; call it outside the allocator before the first capture on a
- * thread (ml__host_backtrace_warm warms the calling thread). */
+/* Callstacks (host_unwind.c): return addresses of the calling thread's frames, innermost first,
+ * starting at the frame that returns to `ret` (memlimits' frames below it are not given; ret NULL:
+ * at the first frame outside memlimits' object). Never inside jemalloc, never from a signal
+ * handler; takes no lock the program could hold, allocates nothing.
+ * ML_HOST_UNWIND_AUTO: frame pointers where the object's call frame information says the step
+ * is exact (CFA = rbp + 16, rbp saved at CFA - 16), libunwind for the rest from the first frame
+ * where it is not (or for the whole walk when that frame came early; libgcc's unwinder for the
+ * whole walk when libunwind is not loaded). The walk may allocate (libunwind's first walk on a
+ * thread): the caller must keep those allocations from being sampled.
+ * ML_HOST_UNWIND_FP: frame pointers only; the stack ends at the first frame that is not exact.
+ * ML_HOST_UNWIND_LIBUNWIND: libunwind's unw_backtrace for every walk (libgcc's without it).
+ * The mode is set once at init (MEMLIMITS_UNWIND). ml__host_backtrace_setup loads libunwind
+ * (not in fp mode; it keeps a pipe, two descriptors, open from then on) and reads every loaded
+ * object's tables; ml__host_backtrace_warm reads the tables (not libunwind) and warms the calling
+ * thread. Both outside the allocator, before the first capture. Objects loaded or unloaded later
+ * are seen at the next walk (dl_iterate_phdr's counters), which reads the tables again. */
+enum { ML_HOST_UNWIND_AUTO, ML_HOST_UNWIND_FP, ML_HOST_UNWIND_LIBUNWIND };
+void ml__host_unwind_mode(int mode);
 void ml__host_backtrace_setup(void);
 void ml__host_backtrace_warm(void);
-unsigned ml__host_backtrace(void **frames, unsigned max);
-/* Whether addr lies in memlimits' own object (frames to skip in a callstack). */
+unsigned ml__host_backtrace(void **frames, unsigned max, const void *ret);
+/* Whether addr lies in memlimits' own object. */
 int ml__host_in_own_text(const void *addr);
 /* dladdr: the object file, the nearest symbol (NULL if none) and the offset from it (or from
  * the object's base). -1 when addr is in no object. Takes the loader's lock; never allocates. */

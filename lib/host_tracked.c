@@ -1,5 +1,6 @@
 /* The host seam's profiler half (see host.h, "Tracked blocks"): where sampled blocks live so that
- * their free is recognised without slowing any other free, and the callstack unwinder.
+ * their free is recognised without slowing any other free, and dladdr for callstacks' symbols
+ * (the unwinder is host_unwind.c).
  *
  * Tracked blocks are allocated in a dedicated jemalloc arena whose memory comes from a reserved
  * address range (extent hooks below). A small tracked block is allocated as a 16 KiB extent and
@@ -16,13 +17,10 @@
 #include "host.h"
 
 #include <dlfcn.h>
-#include <unwind.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
-#define UNW_LOCAL_ONLY
-#include <libunwind.h> /* UNW_CACHE_PER_THREAD only */
 
 #include "common.h"
 
@@ -276,76 +274,6 @@ void ml__host_large_dalloc(void *tsdn, void *edata)
     memcpy(&addr, (char *)edata + EDATA_ADDR_OFFSET, sizeof addr);
     if (ML_UNLIKELY(ml__in_tracked_range(addr))) on_free(ml__host_tracked_key(addr));
     je_large_dalloc(tsdn, edata);
-}
-
-/* Callstacks: libunwind's unw_backtrace, with its per-thread cache; it takes no lock and
- * allocates nothing (its caches come from mmap). libunwind is loaded with dlopen(RTLD_LOCAL), at
- * the first setup (outside the allocator), so that its _Unwind_* functions never interpose on
- * libgcc_s's; without it, callstacks are empty. */
-static int (*unwind_backtrace)(void **, int);
-
-static void load_unwinder(void)
-{
-    void *lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
-    if (lib == NULL) return;
-    int (*set_policy)(void *, int) =
-        (int (*)(void *, int))dlsym(lib, "_ULx86_64_set_caching_policy");
-    void **space = dlsym(lib, "_ULx86_64_local_addr_space");
-    int (*bt)(void **, int) = (int (*)(void **, int))dlsym(lib, "unw_backtrace");
-    if (set_policy != NULL && space != NULL) set_policy(*space, UNW_CACHE_PER_THREAD);
-    __atomic_store_n(&unwind_backtrace, bt, __ATOMIC_RELEASE);
-}
-
-void ml__host_backtrace_setup(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, load_unwinder);
-}
-
-void ml__host_backtrace_warm(void)
-{
-    void *frames[8];
-    ml__host_backtrace(frames, 8);
-}
-
-/* Without libunwind (loaded only for profiles: it keeps a pipe, two descriptors, open from its
- * setup on), libgcc's unwinder, which this library links: no dlopen, no descriptor and no
- * malloc on its path (dl_iterate_phdr and the frames' own unwind tables), but no cache either,
- * so it serves only the rare callstack of a limit's firing. */
-typedef struct gcc_walk {
-    void **frames;
-    unsigned n, max;
-} gcc_walk;
-
-static _Unwind_Reason_Code gcc_step(struct _Unwind_Context *ctx, void *arg)
-{
-    gcc_walk *w = arg;
-    if (w->n >= w->max) return _URC_END_OF_STACK;
-    uintptr_t ip = _Unwind_GetIP(ctx);
-    if (ip == 0) return _URC_END_OF_STACK;
-    w->frames[w->n++] = (void *)ip;
-    return _URC_NO_REASON;
-}
-
-unsigned ml__host_backtrace(void **frames, unsigned max)
-{
-    int (*bt)(void **, int) = __atomic_load_n(&unwind_backtrace, __ATOMIC_ACQUIRE);
-    if (bt == NULL) {
-        gcc_walk w = {frames, 0, max};
-        _Unwind_Backtrace(gcc_step, &w);
-        return w.n;
-    }
-    int n = bt(frames, (int)max);
-    return n > 0 ? (unsigned)n : 0;
-}
-
-int ml__host_in_own_text(const void *addr)
-{
-    static const void *own_base;
-    Dl_info info;
-    if (own_base == NULL && dladdr((void *)ml__host_backtrace, &info) != 0)
-        own_base = info.dli_fbase;
-    return dladdr(addr, &info) != 0 && info.dli_fbase == own_base;
 }
 
 int ml__host_symbolize(const void *addr, const char **object, const char **symbol,

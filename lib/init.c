@@ -140,6 +140,7 @@ static void init_once(void)
     ml__thread_setup_fork();
     ml__sampler_set_mean(config.sample);
     ml__sampler_set_seed(config.seed.set ? config.seed.value : ml__os_entropy());
+    ml__host_unwind_mode(config.unwind);
     if (config.heap != ML_NONE) ml__heap_set_cap(config.heap);
     if (config.alloc != ML_NONE) ml__budget_set(config.alloc);
     if (config.global != ML_NONE) ml__task_set_global_limit(config.global);

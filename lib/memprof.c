@@ -199,23 +199,17 @@ static void callbacks_done(void)
     }
 }
 
+/* The unwinder may allocate: libunwind's per-thread caches are dynamic TLS, which glibc's
+ * __tls_get_addr allocates with malloc at a thread's first walk. Those allocations are the
+ * unwinder's, not the program's: the thread is marked as in a callback for the walk, so they
+ * are counted and never sampled (a sample there would walk again, inside the walk, and again). */
 unsigned ml__memprof_capture(void **frames, unsigned max, const void *ret)
 {
-    if (max == 0) return 0;
-    void *raw[256 + 24];
-    unsigned want = max + 24 > 280 ? 280 : max + 24;
-    unsigned n = ml__host_backtrace(raw, want), start = 0;
-    if (ret != NULL) {
-        while (start < n && raw[start] != ret)
-            start++;
-        if (start == n) start = 0;
-    }
-    if (start == 0 || ret == NULL)
-        while (start < n && ml__host_in_own_text(raw[start]))
-            start++;
-    unsigned len = n - start < max ? n - start : max;
-    memcpy(frames, raw + start, len * sizeof *frames);
-    return len;
+    uint8_t was = mp.in_callback;
+    mp.in_callback = 1;
+    unsigned n = ml__host_backtrace(frames, max, ret);
+    mp.in_callback = was;
+    return n;
 }
 
 static unsigned max_depth(uint32_t mask)

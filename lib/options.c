@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "fmt.h"
+#include "host.h"
 #include "memlimits.h"
 
 /* Parses decimal digits into *out; rejects empty input, signs, spaces and overflow. */
@@ -453,6 +454,28 @@ static void print_profile(const void *field, char *out, size_t cap)
     print_text(out, cap, &b);
 }
 
+static const char *const unwinders[] = {"auto", "fp", "libunwind"}; /* ML_HOST_UNWIND_* */
+
+static int field_unwind(const char *text, void *field, const char **expected)
+{
+    *expected = "auto, fp or libunwind";
+    for (int i = 0; i < 3; i++)
+        if (strcmp(text, unwinders[i]) == 0) {
+            *(int *)field = i;
+            return 0;
+        }
+    return -1;
+}
+
+static void print_unwind(const void *field, char *out, size_t cap)
+{
+    int v = *(const int *)field;
+    char tmp[32];
+    ml_buf b = ML_BUF_INIT(tmp);
+    ml__buf_str(&b, v >= 0 && v < 3 ? unwinders[v] : "?");
+    print_text(out, cap, &b);
+}
+
 static void print_ledger(const void *field, char *out, size_t cap)
 {
     const ml_ledger_spec *spec = field;
@@ -512,6 +535,11 @@ const ml_option ml__options[] = {
      "write a heap profile (gperftools format, for jeprof/pprof) to PATH at exit and PATH.limit "
      "when a limit fires; %p stands for the pid",
      FIELD(profile), field_profile, print_profile},
+    {"MEMLIMITS_UNWIND", "--unwind", "MODE", "auto",
+     "how profiles' callstacks are taken: auto (frame pointers where the unwind tables say they "
+     "are exact, libunwind from the first frame where not), fp (frame pointers only: a stack ends "
+     "at the first such frame) or libunwind",
+     FIELD(unwind), field_unwind, print_unwind},
     {"MEMLIMITS_LEDGER", NULL, "FD:PID:ID", "none",
      "set by memlimit for the processes of a tree: the shared ledger of the tree's limits (not "
      "for users)",

@@ -62,6 +62,7 @@ typedef struct ml_config {
     int signal; /* 0: the default wake-up signal */
     int verbose;
     char profile[512]; /* MEMLIMITS_PROFILE: heap profile path ("%p": the pid); "": none */
+    int unwind;        /* MEMLIMITS_UNWIND: ML_HOST_UNWIND_AUTO, _FP or _LIBUNWIND (host.h) */
     ml_ledger_spec ledger;
 } ml_config;
 
