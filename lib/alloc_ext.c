@@ -86,7 +86,12 @@ void *ml__aligned_alloc_slow(size_t align, size_t size, const void *ret)
         errno = ml__alloc_refuse(verdict, ret);
         return NULL;
     }
-    return ml__alloc_settle(mlje_aligned_alloc(align, size), size);
+    if (ml__alloc_sampling()) { /* a block the profiles track: ML_ALLOC_ALIGNED */
+        void *p = ml__memprof_block(size, align, 0);
+        return ml__alloc_sampled(p != NULL ? p : mlje_aligned_alloc(align, size), size,
+                                 ML_ALLOC_ALIGNED, ret);
+    }
+    return ml__alloc_unsampled(mlje_aligned_alloc(align, size), size);
 }
 
 /* jemalloc(3)'s flags besides the alignment, in jemalloc 5.3's encoding: zeroing, and the arena

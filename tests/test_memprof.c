@@ -121,6 +121,11 @@ Test(memprof, stop_and_discard_from_another_thread)
     expect_check("other_thread");
 }
 
+Test(memprof, every_aligned_entry_points_blocks_are_tracked_and_freed_once)
+{
+    expect_check("aligned_tracked");
+}
+
 Test(memprof, mallocx_blocks_carry_binomial_samples)
 {
     expect_check("mallocx_binomial");

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <memlimits.h>
 #include <pthread.h>
@@ -671,6 +672,59 @@ static int all_zero(const char *b, size_t n)
     return 1;
 }
 
+/* Every aligned entry point's block sampled (gap 1): an alloc callback of kind ML_ALLOC_ALIGNED
+ * for the very block returned, with its size and n samples, the alignment honoured, and one free
+ * callback each. Before the fix, aligned_alloc, memalign, valloc and pvalloc (one slow half in
+ * alloc_ext.c) ran no callback at all. */
+static void check_aligned_tracked(void)
+{
+    ml_profile *p = ml_memprof_start(1, 0, &recording);
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    static const char *const names[] = {"posix_memalign", "aligned_alloc", "memalign", "valloc",
+                                        "pvalloc"};
+    for (int i = 0; i < 500; i++) {
+        int k = i % 5;
+        size_t align = (size_t)64 << (i % 7), n = 100 + (size_t)i * 13;
+        void *b = NULL;
+        memset(&last, 0, sizeof last);
+        switch (k) {
+        case 0:
+            if (posix_memalign(&b, align, n) != 0) b = NULL;
+            break;
+        case 1:
+            b = aligned_alloc(align, n);
+            break;
+        case 2:
+            b = memalign(align, n);
+            break;
+        case 3:
+            b = valloc(n);
+            align = page;
+            break;
+        case 4:
+            b = pvalloc(n);
+            align = page;
+            n = (n + page - 1) / page * page; /* pvalloc asks for whole pages */
+            break;
+        }
+        EXPECT(b != NULL, "%s(%zu, %zu) failed", names[k], align, n);
+        if (b == NULL) continue;
+        EXPECT((uintptr_t)b % align == 0, "%s(%zu, %zu) = %p misaligned", names[k], align, n, b);
+        EXPECT(last.block == b && last.kind == ML_ALLOC_ALIGNED && last.size == n &&
+                   last.n_samples == n,
+               "%s(%zu, %zu) = %p: alloc callback of %p, kind %d, size %zu, %llu samples", names[k],
+               align, n, b, last.block, (int)last.kind, last.size,
+               (unsigned long long)last.n_samples);
+        free(b);
+    }
+    flush_callbacks();
+    ml_memprof_discard(p);
+    EXPECT(n_alloc >= 500, "%ld alloc callbacks for 500 sampled blocks", n_alloc);
+    EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
+    check_freed_once();
+}
+
 /* mallocx's blocks carry Binomial(n, 1/gap) samples, as malloc's (check_binomial's bounds). */
 static void check_mallocx_binomial(void)
 {
@@ -1040,6 +1094,7 @@ int main(int argc, char **argv)
         {"other_thread", check_other_thread},
         {"jemalloc_api", check_jemalloc_api},
         {"cxx_new", check_cxx_new},
+        {"aligned_tracked", check_aligned_tracked},
         {"mallocx_binomial", check_mallocx_binomial},
         {"mallocx_tracked", check_mallocx_tracked},
         {"rallocx_sampled", check_rallocx_sampled},
