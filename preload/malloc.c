@@ -99,12 +99,15 @@ static inline __attribute__((always_inline)) void *do_memalign(size_t align, siz
  * loads nothing but the thread's state. The instructions are ml__charge's (lib/engine.h):
  * count the allocation, subtract size + 1 with borrow, and leave on a borrow or a zero. */
 _Static_assert(offsetof(ml_thread, until_event) == 0, "malloc's assembly reads until_event at 0");
-_Static_assert(offsetof(ml_thread, allocations) == 8, "malloc's assembly counts at offset 8");
+_Static_assert(offsetof(ml_thread, allocations_down) == 8, "malloc's assembly counts at offset 8");
 _Static_assert(offsetof(ml_thread, units_extra) == 16, "memalign's assembly adds units at 16");
 
+/* The common event (engine.h's ml__event_quick) ends in a tail call to jemalloc's malloc, as the
+ * fast path does; any other goes through the slow half. */
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size);
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size)
 {
+    if (ML_LIKELY(ml__event_quick(size))) return mlje_malloc(size);
     return ml__malloc_slow(size, __builtin_return_address(0));
 }
 
@@ -115,8 +118,7 @@ __asm__(".text\n"
         "malloc:\n"
         ".cfi_startproc\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rdi, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    jmp mlje_malloc\n"
@@ -244,9 +246,8 @@ __asm__(".text\n"
         "    ja 5f\n"
         "    leaq (%rsi,%rdi), %rdx\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
         "    addq %rdi, %fs:16(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rdx, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    leaq 1(%rcx), %rdi\n"
@@ -255,9 +256,8 @@ __asm__(".text\n"
         "    addq %rdi, %rcx\n"
         "    jc 4f\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
         "    addq %rdi, %fs:16(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rcx, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    jmp mlje_aligned_alloc\n"
