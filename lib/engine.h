@@ -53,6 +53,18 @@ static inline __attribute__((always_inline)) int ml__charge_aligned(uint64_t n, 
     return ml__charge(units);
 }
 
+/* Requests aligned to a power of two whose size, rounded up to the alignment, is at most this
+ * are jemalloc's malloc of the rounded size (preload/malloc.c, preload/new.c). That is the block
+ * jemalloc's own aligned path gives them: arena_palloc serves a small aligned request as a malloc
+ * of the size rounded up to the alignment, then to its size class, which stays a multiple of the
+ * alignment up to the page, and small blocks lie at multiples of their class in page-aligned
+ * slabs. But jemalloc's aligned entry points reach that block through its general allocation
+ * path, about a hundred instructions more than malloc's. 4096 is the page and the largest class
+ * of malloc's table lookup; larger requests take jemalloc's aligned path. tests/test_fast_entries.c
+ * and test_fast_cxx.c check the alignment and the size class of routed requests against
+ * jemalloc's own. */
+#define ML_ALIGNED_AS_MALLOC 4096
+
 /* The slow path of every allocating entry point (event.c, the hub). `n` was charged already;
  * `align` is the requested alignment (0: default) and `old` the block a realloc replaces (NULL
  * otherwise). Returns whether the allocation may go ahead (ML_ALLOW), must fail with ENOMEM

@@ -43,17 +43,6 @@ static ML_NOINLINE ML_COLD void *fail(int err)
     return NULL;
 }
 
-/* Requests aligned to a power of two whose size, rounded up to the alignment, is at most this
- * are jemalloc's malloc of the rounded size. That is how jemalloc serves them itself (its
- * aligned path computes the same size class and takes a small block of it: every small class is
- * a multiple of its own largest power-of-two divisor up to the page, and its blocks lie at
- * multiples of their size in page-aligned slabs), but its aligned entry points reach it through
- * its general allocation path, about a hundred instructions more than malloc's. 4096 is the
- * largest size class of malloc's table lookup, and the page: larger requests take jemalloc's
- * aligned path. tests/test_fast_entries.c checks the alignment and the size class of every
- * routed request against jemalloc's own. */
-#define ML_ALIGNED_AS_MALLOC 4096
-
 /* The size of a request of `size` bytes (at least 1) rounded up to `align` (a power of two),
  * less 1; size 0 gives SIZE_MAX, so one compare with ML_ALIGNED_AS_MALLOC routes both. */
 static inline size_t rounded_less_1(size_t size, size_t align)
