@@ -73,11 +73,16 @@ static inline __attribute__((always_inline)) int ml__charge_aligned(uint64_t n, 
 ml_verdict ml__event(uint64_t n, size_t align, void *old);
 /* ml__event's common case for a request of n bytes charged n + 1 units, for the slow halves that
  * call jemalloc and nothing else after it (malloc's, operator new's): when only the sampler's
- * component ran out (no decision to make, event.c) and the block is below ML_PEAK_BLOCK (so
- * ml__event_after would do nothing), takes the event and returns 1, and the allocation goes
- * ahead as on the fast path. Otherwise returns 0 having changed nothing: the caller then runs
- * ml__event. */
-int ml__event_quick(uint64_t n);
+ * component ran out (no decision to make, event.c) and the block is below ML_QUICK_BELOW (heap.h's
+ * ML_PEAK_BLOCK, so ml__event_after would do nothing), takes the event and returns 1, and the
+ * allocation goes ahead as on the fast path. Otherwise returns 0 having changed nothing: the
+ * caller then runs ml__event. */
+#define ML_QUICK_BELOW ((uint64_t)64 << 10)
+int ml__event_quick_small(uint64_t n);
+static inline __attribute__((always_inline)) int ml__event_quick(uint64_t n)
+{
+    return n < ML_QUICK_BELOW && ml__event_quick_small(n);
+}
 
 /* The allocation admitted by the last event failed in jemalloc (out of memory): take its n bytes
  * back off the thread's count, its budget lease and its task limits, and its block's reservation

@@ -205,8 +205,8 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t);       /* bytes, n included */
-    uint64_t units = ml__units_since_arm(t); /* units, n's included */
+    uint64_t units = ml__units_since_arm(t);       /* units, n's included */
+    uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
     uint64_t charged = ml__charged_units(n, align);
     if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
         return event_full(t, spent, units, charged, n, align, old);
@@ -215,12 +215,14 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     return ML_ALLOW;
 }
 
-int ml__event_quick(uint64_t n)
+_Static_assert(ML_QUICK_BELOW == ML_PEAK_BLOCK, "ml__event_quick's blocks need no flush after");
+
+int ml__event_quick_small(uint64_t n)
 {
     ml_thread *t = &ml__self;
-    if (n >= ML_PEAK_BLOCK || !ml__busy_enter(t)) return 0;
-    uint64_t spent = ml__since_arm(t);
+    if (!ml__busy_enter(t)) return 0;
     uint64_t units = ml__units_since_arm(t);
+    uint64_t spent = ml__bytes_of_units(t, units);
     int quick = only_sampler(t, spent, units, n, 0);
     if (ML_LIKELY(quick)) event_short(t, spent, units, n + 1, n);
     ml__busy_leave(t);

@@ -91,13 +91,20 @@ static inline uint64_t ml__units_since_arm(const ml_thread *t)
     return ML_LOAD(&t->armed) - ML_LOAD(&t->until_event) + first;
 }
 
-/* Requested bytes allocated since the countdown was armed, exactly: the units less one per
- * allocation and the units_extra. Modulo 2^64, which keeps it exact even when a subtraction
- * wrapped (n = SIZE_MAX charges 2^64). Includes an allocation being charged. */
+/* The bytes requested in `units` charged since the arming: one unit less per allocation, and
+ * the units_extra. */
+static inline uint64_t ml__bytes_of_units(const ml_thread *t, uint64_t units)
+{
+    return units - (ml__thread_allocations(t) - ML_LOAD(&t->allocations_at_arm)) -
+           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+}
+
+/* Requested bytes allocated since the countdown was armed, exactly. Modulo 2^64, which keeps it
+ * exact even when a subtraction wrapped (n = SIZE_MAX charges 2^64). Includes an allocation
+ * being charged. */
 static inline uint64_t ml__since_arm(const ml_thread *t)
 {
-    return ml__units_since_arm(t) - (ml__thread_allocations(t) - ML_LOAD(&t->allocations_at_arm)) -
-           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+    return ml__bytes_of_units(t, ml__units_since_arm(t));
 }
 
 /* The units an allocation of n bytes is charged: n + 1, and for aligned allocations (align > 0)
