@@ -70,6 +70,10 @@ static void arm(ml_thread *t)
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
         if (ML_MEMPROF_STARTED()) next = ML_MIN(next, ml__memprof_left());
     }
+    /* Armed before the thread's first allocation (ml__thread_ensure; its flush interval is 0 so
+     * far, so next is too): that allocation takes one unit less off the countdown (thread.h), so
+     * the countdown is one unit shorter, and runs out where the components' units do. */
+    if (next != 0 && ml__thread_allocations(t) == 0) next--;
     t->armed = next;
     ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);

@@ -207,3 +207,28 @@ Test(event, a_new_threads_count_is_exact_from_its_first_allocation)
                        (size_t)(uintptr_t)failed);
     }
 }
+
+/* A countdown armed before the thread's first allocation (ml__thread_ensure), which takes one
+ * unit less off it, runs out at the same unit as its components: here a flush interval of 1000
+ * units, reached by requests of 998 bytes (999 units) and 0 bytes (1 unit). */
+static void *armed_before_the_first(void *arg)
+{
+    (void)arg;
+    ml__self.flush_left = 1000; /* as if armed by the heap; the sampler's gap is far longer */
+    ml__thread_ensure();
+    if (ml__self.sample_left <= 1000) return NULL; /* about 1 in 10^6: nothing to check */
+    int first = ml__charge(998), second = ml__charge(0);
+    if (first || !second) return (void *)1;
+    cr_assert_eq(ml__event(0, 0, NULL), ML_ALLOW);
+    return NULL;
+}
+
+Test(event, a_countdown_armed_before_the_first_allocation_runs_out_on_time)
+{
+    ml__sampler_set_mean((uint64_t)1 << 30); /* the thread's first gap, far beyond the interval */
+    pthread_t thread;
+    void *late = (void *)2;
+    cr_assert_eq(pthread_create(&thread, NULL, armed_before_the_first, NULL), 0);
+    cr_assert_eq(pthread_join(thread, &late), 0);
+    cr_assert_null(late, "the interval's last unit was no event");
+}
