@@ -26,7 +26,7 @@ const char *ml_strstatus(ml_status status)
 
 int ml_active(void)
 {
-    return ml__host_owns_malloc(&ml__self.allocations);
+    return ml__host_owns_malloc(&ml__self.allocations_down);
 }
 
 void ml_set_heap_cap(uint64_t bytes)

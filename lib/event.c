@@ -33,28 +33,42 @@
 /* The largest request that can succeed: the user address space is 47 bits on x86-64. */
 #define ML_MAX_REQUEST ((uint64_t)1 << 47)
 
+/* The sampler runs on the countdown's units: each request's n bytes, then its units beyond them
+ * (1, and an aligned request's alignment), whose samples are dropped. Every byte is still
+ * sampled with probability 1 / mean, independently, but the countdown, armed with sample_left,
+ * now runs out exactly at the request that holds the sampled unit, not a few hundred units
+ * before the sampled byte (one unit per request), which was an event of its own. Returns the
+ * samples of the bytes. */
+static inline uint64_t sample(ml_thread *t, uint64_t bytes, uint64_t units)
+{
+    uint64_t k = ml__sampler_take(&t->rng, &t->sample_left, bytes);
+    ml__sampler_take(&t->rng, &t->sample_left, units > bytes ? units - bytes : 0);
+    return k;
+}
+
 /* Brings every component of the countdown up to date with `bytes` requested, charged as `units`
- * (n + 1 per request of n bytes). The thread's count, the sampler and the budget lease count
- * bytes; the heap's flush interval counts units, the countdown's own measure, so that requests
- * of 0 bytes, which jemalloc gives 8 usable bytes, move it too (heap.h). */
+ * (n + 1 per request of n bytes). The thread's count and the budget lease count bytes; the
+ * sampler and the heap's flush interval count units, the countdown's own measure, so that
+ * requests of 0 bytes, which jemalloc gives 8 usable bytes, move the interval too (heap.h). */
 static inline void consume(ml_thread *t, uint64_t bytes, uint64_t units)
 {
     t->allocated += bytes;
-    t->samples += ml__sampler_take(&t->rng, &t->sample_left, bytes);
+    t->samples += sample(t, bytes, units);
     t->flush_left = t->flush_left > units ? t->flush_left - units : 0;
     if (t->lease_left != ML_NONE) t->lease_left -= bytes;
 }
 
-/* The samples of `spent` bytes, the last n of them the block at hand: a block of
+/* The samples of the block at hand, n bytes charged `charged` units: a block of
  * ML_SAMPLER_DEFER_BYTES or more is counted apart, its samples drawn when a total is read
- * (sampler.h). */
-static inline void sample(ml_thread *t, uint64_t spent, uint64_t n)
+ * (sampler.h), and its units leave the countdown to the next sampled unit where it was (each
+ * unit is sampled independently, so skipping them changes no distribution). */
+static inline uint64_t sample_block(ml_thread *t, uint64_t n, uint64_t charged)
 {
     if (n >= ML_SAMPLER_DEFER_BYTES) {
         ml__sampler_defer(n);
-        spent -= n;
+        return 0;
     }
-    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent);
+    return sample(t, n, charged);
 }
 
 /* Arms the countdown with the smallest component. The heap's interval is armed by
@@ -69,6 +83,10 @@ static void arm(ml_thread *t)
         if (t->task != NULL) next = ML_MIN(next, ml__task_left(t));
         if (ML_MEMPROF_STARTED()) next = ML_MIN(next, ml__memprof_left());
     }
+    /* Armed before the thread's first allocation (ml__thread_ensure; its flush interval is 0 so
+     * far, so next is too): that allocation takes one unit less off the countdown (thread.h), so
+     * the countdown is one unit shorter, and runs out where the components' units do. */
+    if (next != 0 && ml__thread_allocations(t) == 0) next--;
     t->armed = next;
     ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);
@@ -109,14 +127,15 @@ static ML_COLD void fire(ml_thread *t, ml_limit_kind kind, uint64_t size)
 {
     const ml_config *cfg = ml__config();
     const ml_action *action = kind == ML_LIMIT_HEAP ? &cfg->on_heap : &cfg->on_alloc;
-    ml__report_record(kind, t->index, t->allocations, size);
+    ml__report_record(kind, t->index, ml__thread_allocations(t), size);
     ml__profile_note_firing(kind);
     ml__profile_write_limit();
-    ml__ledger_fired((int)kind, t->index, t->allocations, size, action); /* a process tree's */
+    /* A process tree's. */
+    ml__ledger_fired((int)kind, t->index, ml__thread_allocations(t), size, action);
     /* enomem: the program goes on, and its exit report records the refusal (with the firing's
      * callstack): one block, not a second near-identical one written at the refusal. */
     if (action->kind == ML_ACTION_ENOMEM) return;
-    ml__report_announce(kind, t->index, t->allocations, size, action);
+    ml__report_announce(kind, t->index, ml__thread_allocations(t), size, action);
     act(action);
 }
 
@@ -142,8 +161,8 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
     return ML_ALLOW;
 }
 
-/* The common event: the countdown ran out on the sampler's component alone (or early, a few
- * units short of it, each allocation having taken one unit more than its size). No flush is due
+/* The common event: the countdown ran out on the sampler's component alone (or early on the
+ * lease's, which counts bytes, each allocation having taken one unit more). No flush is due
  * (the units fit in the interval), the lease covers the bytes, no task runs, no global-memory
  * task watches the heap, no profile runs and the alignment is malloc's, so the allocation needs
  * no decision: it lies within the flush interval as a fast-path allocation would, and the heap
@@ -172,7 +191,7 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
     if (verdict == ML_ALLOW && t->task != NULL) verdict = ml__task_decide(t, n);
     if (verdict == ML_ALLOW) {
         t->allocated += n;
-        sample(t, n, n);
+        t->samples += sample_block(t, n, charged);
         t->flush_left = t->flush_left > charged ? t->flush_left - charged : 0;
         if (t->lease_left != ML_NONE) t->lease_left -= n;
     } else if (ML_LOAD(&t->heap_reserved) != 0)
@@ -183,34 +202,36 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
     return verdict;
 }
 
-/* The short path's work: the counts, the samples and the countdown. */
-static inline __attribute__((always_inline)) ml_verdict event_short(ml_thread *t, uint64_t spent,
-                                                                    uint64_t units, uint64_t n)
+/* The common event's bookkeeping, once only_sampler holds: the counts, the samples and the
+ * countdown. */
+static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uint64_t charged,
+                               uint64_t n)
 {
-    /* consume(spent - n), then consume(n): the bytes before this allocation hold no sampled byte
-     * (they were all below the countdown), so the samples of all of them are this block's. */
+    /* consume(spent - n), then consume(n): the units before this allocation hold no sampled
+     * unit (they were all below the countdown), so the samples are this block's. */
     t->allocated += spent;
     t->flush_left -= units;
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
-    sample(t, spent, n);
+    t->sample_left -= units - charged;
+    t->samples += sample_block(t, n, charged);
     uint64_t next = ML_MIN(t->sample_left, t->flush_left);
     next = ML_MIN(next, t->lease_left);
     t->armed = next;
     ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);
-    ml__busy_leave(t);
-    return ML_ALLOW;
 }
 
 /* The ordinary paths, from the state alone (busy). */
 static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
 {
-    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
-    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
+    uint64_t units = ml__units_since_arm(t);       /* units, n's included */
+    uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
     uint64_t charged = ml__charged_units(n, align);
     if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
         return event_full(t, spent, units, charged, n, align, old);
-    return event_short(t, spent, units, n);
+    event_short(t, spent, units, charged, n);
+    ml__busy_leave(t);
+    return ML_ALLOW;
 }
 
 /* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
@@ -227,15 +248,16 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align
                     t->state != ML_THREAD_READY || t->task != NULL || ml__heap_watched() ||
                     ML_MEMPROF_STARTED() || ml__ledger_attached()))
         return event_any(t, n, align, old);
-    uint64_t spent = ml__since_arm(t), lease = t->lease_left;
-    /* One value kept across the calls, not the six it is computed from. */
-    __asm__("" : "+r"(spent));
+    uint64_t units = ml__units_since_arm(t), lease = t->lease_left;
+    uint64_t spent = ml__bytes_of_units(t, units);
+    /* Values kept across the calls, not the six they are computed from. */
+    __asm__("" : "+r"(spent), "+r"(units));
     if ((spent > lease && !ml__budget_extend(t, spent - lease)) || !ml__heap_admit_large(t, n))
         return event_any(t, n, 0, NULL);
     t->allocated += spent;
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
     ml__sampler_defer(n);
-    t->samples += ml__sampler_take(&t->rng, &t->sample_left, spent - n);
+    t->samples += sample(t, spent - n, units - (n + 1)); /* the units before the block */
     uint64_t next = ML_MIN(t->sample_left, t->flush_left);
     next = ML_MIN(next, t->lease_left);
     t->armed = next;
@@ -250,12 +272,28 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     ml_thread *t = &ml__self;
     if (n >= ML_PEAK_BLOCK) return event_large(t, n, align, old);
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t spent = ml__since_arm(t);                    /* bytes, n included */
-    uint64_t units = t->armed - ML_LOAD(&t->until_event); /* units, n's included */
+    uint64_t units = ml__units_since_arm(t);       /* units, n's included */
+    uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
     uint64_t charged = ml__charged_units(n, align);
     if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
         return event_full(t, spent, units, charged, n, align, old);
-    return event_short(t, spent, units, n);
+    event_short(t, spent, units, charged, n);
+    ml__busy_leave(t);
+    return ML_ALLOW;
+}
+
+_Static_assert(ML_QUICK_BELOW == ML_PEAK_BLOCK, "ml__event_quick's blocks need no flush after");
+
+int ml__event_quick_small(uint64_t n)
+{
+    ml_thread *t = &ml__self;
+    if (!ml__busy_enter(t)) return 0;
+    uint64_t units = ml__units_since_arm(t);
+    uint64_t spent = ml__bytes_of_units(t, units);
+    int quick = only_sampler(t, spent, units, n, 0);
+    if (ML_LIKELY(quick)) event_short(t, spent, units, n + 1, n);
+    ml__busy_leave(t);
+    return quick;
 }
 
 void ml__event_refund(uint64_t n)

@@ -191,7 +191,8 @@ int ml__host_tracked_owns(const void *p);
 uintptr_t ml__host_tracked_key(const void *p);
 /* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
 void ml__host_tracked_thread_exit(void);
-extern uintptr_t ml__tracked_lo, ml__tracked_span;
+/* Hidden: loaded with one instruction each in the entry points, not through the GOT. */
+extern __attribute__((visibility("hidden"))) uintptr_t ml__tracked_lo, ml__tracked_span;
 /* One compare: whether p lies in the reserved range (never, before the first profile). */
 static inline int ml__in_tracked_range(const void *p)
 {

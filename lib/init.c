@@ -189,7 +189,7 @@ __attribute__((constructor)) static void memlimits_constructor(void)
      * than first by the exit report, where a heap cap already reached would refuse the probe and
      * count it as a refusal. Not from init itself: there the thread may be busy, and the probe's
      * charge would leave a countdown that no event re-arms. */
-    ml__host_owns_malloc(&ml__self.allocations);
+    ml__host_owns_malloc(&ml__self.allocations_down);
     if (config.report.kind != ML_REPORT_OFF) on_exit(report_at_exit, NULL);
     /* Outside the allocator: the unwinder is set up here, and the heap profile started. */
     if (config.report.kind != ML_REPORT_OFF || config.profile[0] != '\0')

@@ -468,7 +468,7 @@ static void gather(facts *f, const char *event, int status, int sig)
     f->status = status;
     f->sig = sig;
     f->event = event;
-    f->active = ml__host_owns_malloc(&ml__self.allocations);
+    f->active = ml__host_owns_malloc(&ml__self.allocations_down);
     f->heap_cap = ml__heap_cap();
     f->budget = ml__budget_total();
     f->global = ml__global_limit();

@@ -444,7 +444,7 @@ static void read_count_fields(const ml_thread *t, count_fields *f)
     f->allocated = ML_LOAD(&t->allocated);
     f->armed = ML_LOAD(&t->armed);
     f->until_event = ML_LOAD(&t->until_event);
-    f->allocations = ML_LOAD(&t->allocations);
+    f->allocations = ML_LOAD(&t->allocations_down);
     f->allocations_at_arm = ML_LOAD(&t->allocations_at_arm);
     f->units_extra = ML_LOAD(&t->units_extra);
     f->units_extra_at_arm = ML_LOAD(&t->units_extra_at_arm);

@@ -46,7 +46,7 @@ static const ml_thread_hooks *hooks;
 static void retire_totals(const ml_thread *t)
 {
     retired_allocated += t->allocated + ml__since_arm(t);
-    retired_allocations += t->allocations;
+    retired_allocations += ml__thread_allocations(t);
     retired_samples += t->samples;
     retired_je_allocated += ML_LOAD(t->je_allocated);
     retired_je_freed += ML_LOAD(t->je_deallocated);
@@ -162,7 +162,7 @@ void ml__thread_totals(ml_thread_totals *out)
     for (ml_thread *t = registry; t != NULL; t = t->next) {
         /* Racy reads of a running thread's counters: a snapshot, exact once it has stopped. */
         sum.allocated += ML_LOAD(&t->allocated) + ml__since_arm(t);
-        sum.allocations += ML_LOAD(&t->allocations);
+        sum.allocations += ml__thread_allocations(t);
         sum.samples += ML_LOAD(&t->samples);
         sum.je_allocated += ML_LOAD(t->je_allocated);
         sum.je_freed += ML_LOAD(t->je_deallocated);

@@ -23,11 +23,17 @@ enum ml_thread_state {
 
 typedef struct ml_thread {
     /* Hot: what this thread may allocate before the next event. Every allocation of n bytes
-     * subtracts n + 1 in one instruction (engine.h); reaching zero or below takes the slow path.
+     * subtracts n + 1 in one instruction (engine.h; the thread's first, n: allocations_down);
+     * reaching zero or below takes the slow path.
      * Zero in a new thread, so the first allocation is an event. */
     uint64_t until_event;
-    /* Allocations made by this thread, counted on the fast path (the report's allocation index). */
-    uint64_t allocations;
+    /* Allocations made by this thread, counted down from 0 on the fast path: the count (the
+     * report's allocation index) is 0 - allocations_down, ml__thread_allocations. Counted down,
+     * the fast path's add of -1 carries at every allocation but the thread's first, and the carry
+     * is the one unit each request is charged beyond its size (engine.h), so that unit costs no
+     * instruction of its own. The thread's first allocation is charged n units: ml__since_arm
+     * and ml__units_since_arm add the missing one while it lies after the arming. */
+    uint64_t allocations_down;
     /* Units charged beyond n + 1 by aligned allocations (engine.h's ml__charge_aligned, and
      * memalign's assembly): not bytes, so ml__since_arm takes them out. */
     uint64_t units_extra;
@@ -37,7 +43,7 @@ typedef struct ml_thread {
     uint64_t armed;
     uint64_t allocations_at_arm, units_extra_at_arm;
     uint64_t allocated;   /* exact requested bytes up to the last arming */
-    uint64_t sample_left; /* bytes up to and including the next sampled byte */
+    uint64_t sample_left; /* charged units up to and including the next sampled one (event.c) */
     uint64_t flush_left;  /* charged units (n + 1 per request) until the next heap check */
     uint64_t lease_left;  /* bytes of the process budget leased to this thread; ML_NONE: none */
     uint64_t samples;     /* samples taken by this thread */
@@ -71,15 +77,37 @@ typedef struct ml_thread {
 
 extern ML_TLS ml_thread ml__self;
 
-/* Requested bytes allocated since the countdown was armed, exactly: each allocation took
- * n + 1 off the countdown (aligned ones more, recorded in units_extra) and added 1 to
- * `allocations`. Modulo 2^64, which keeps it exact even when a subtraction wrapped (n = SIZE_MAX
- * charges 2^64). Includes an allocation being charged. */
+/* The allocations made by thread t (allocations_down). */
+static inline uint64_t ml__thread_allocations(const ml_thread *t)
+{
+    return 0 - ML_LOAD(&t->allocations_down);
+}
+
+/* Units charged since the countdown was armed: n + 1 per allocation of n bytes (aligned ones
+ * more, recorded in units_extra). The thread's first allocation took n off the countdown
+ * (allocations_down): its missing unit is added while it lies after the arming, that is while
+ * the count was 0 at the arming and is not now. Modulo 2^64, like the countdown. Includes an
+ * allocation being charged. */
+static inline uint64_t ml__units_since_arm(const ml_thread *t)
+{
+    uint64_t first = ML_LOAD(&t->allocations_at_arm) == 0 && ML_LOAD(&t->allocations_down) != 0;
+    return ML_LOAD(&t->armed) - ML_LOAD(&t->until_event) + first;
+}
+
+/* The bytes requested in `units` charged since the arming: one unit less per allocation, and
+ * the units_extra. */
+static inline uint64_t ml__bytes_of_units(const ml_thread *t, uint64_t units)
+{
+    return units - (ml__thread_allocations(t) - ML_LOAD(&t->allocations_at_arm)) -
+           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+}
+
+/* Requested bytes allocated since the countdown was armed, exactly. Modulo 2^64, which keeps it
+ * exact even when a subtraction wrapped (n = SIZE_MAX charges 2^64). Includes an allocation
+ * being charged. */
 static inline uint64_t ml__since_arm(const ml_thread *t)
 {
-    return (ML_LOAD(&t->armed) - ML_LOAD(&t->until_event)) -
-           (ML_LOAD(&t->allocations) - ML_LOAD(&t->allocations_at_arm)) -
-           (ML_LOAD(&t->units_extra) - ML_LOAD(&t->units_extra_at_arm));
+    return ml__bytes_of_units(t, ml__units_since_arm(t));
 }
 
 /* The units an allocation of n bytes is charged: n + 1, and for aligned allocations (align > 0)
@@ -97,7 +125,7 @@ static inline uint64_t ml__charged_units(uint64_t n, uint64_t align)
 /* Records that the countdown is being armed now (see ml__since_arm). */
 static inline void ml__thread_mark_arm(ml_thread *t)
 {
-    t->allocations_at_arm = t->allocations;
+    t->allocations_at_arm = ml__thread_allocations(t);
     t->units_extra_at_arm = t->units_extra;
 }
 

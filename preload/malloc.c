@@ -43,14 +43,24 @@ static ML_NOINLINE ML_COLD void *fail(int err)
     return NULL;
 }
 
+/* The size of a request of `size` bytes (at least 1) rounded up to `align` (a power of two),
+ * less 1; size 0 gives SIZE_MAX, so one compare with ML_ALIGNED_AS_MALLOC routes both. */
+static inline size_t rounded_less_1(size_t size, size_t align)
+{
+    return (size - 1) | (align - 1);
+}
+
 /* An aligned allocation with a power of two above malloc's alignment: the charge (its alignment
- * included: engine.h's ml__charge_aligned) and a tail call to jemalloc's aligned_alloc, which
- * takes any power of two and sets errno itself (ENOMEM on failure, as the slow half does). */
+ * included: engine.h's ml__charge_aligned) and a tail call to jemalloc: malloc for a small
+ * request (ML_ALIGNED_AS_MALLOC), else its aligned_alloc, which takes any power of two and sets
+ * errno itself (ENOMEM on failure, as the slow half does). */
 static inline __attribute__((always_inline)) void *do_aligned(size_t align, size_t size,
                                                               const void *ret)
 {
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
         return ml__aligned_alloc_slow(align, size, ret);
+    size_t last = rounded_less_1(size, align);
+    if (ML_LIKELY(last < ML_ALIGNED_AS_MALLOC)) return mlje_malloc(last + 1);
     return mlje_aligned_alloc(align, size);
 }
 
@@ -78,12 +88,15 @@ static inline __attribute__((always_inline)) void *do_memalign(size_t align, siz
  * loads nothing but the thread's state. The instructions are ml__charge's (lib/engine.h):
  * count the allocation, subtract size + 1 with borrow, and leave on a borrow or a zero. */
 _Static_assert(offsetof(ml_thread, until_event) == 0, "malloc's assembly reads until_event at 0");
-_Static_assert(offsetof(ml_thread, allocations) == 8, "malloc's assembly counts at offset 8");
+_Static_assert(offsetof(ml_thread, allocations_down) == 8, "malloc's assembly counts at offset 8");
 _Static_assert(offsetof(ml_thread, units_extra) == 16, "memalign's assembly adds units at 16");
 
+/* The common event (engine.h's ml__event_quick) ends in a tail call to jemalloc's malloc, as the
+ * fast path does; any other goes through the slow half. */
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size);
 __attribute__((used, noinline)) void *ml__malloc_jumped(size_t size)
 {
+    if (ML_LIKELY(ml__event_quick(size))) return mlje_malloc(size);
     return ml__malloc_slow(size, __builtin_return_address(0));
 }
 
@@ -94,8 +107,7 @@ __asm__(".text\n"
         "malloc:\n"
         ".cfi_startproc\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rdi, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    jmp mlje_malloc\n"
@@ -156,22 +168,32 @@ ENTRY void *reallocarray(void *p, size_t count, size_t size)
 }
 
 /* The alignment is checked once, here, so that an invalid one is not counted; then the charge
- * and a tail call to jemalloc's posix_memalign, which leaves the out-pointer untouched on every
- * error and returns the error (and, like glibc's, leaves errno alone; the slow half sets it to
- * ENOMEM when it refuses). */
+ * and jemalloc: malloc for a small request (ML_ALIGNED_AS_MALLOC; a NULL from it is ENOMEM, with
+ * errno as the system's failed mmap left it, as under jemalloc's own posix_memalign), else a tail
+ * call to its posix_memalign, which leaves the out-pointer untouched on every error and returns
+ * the error (and, like glibc's, leaves errno alone; the slow half sets it to ENOMEM when it
+ * refuses). */
 ENTRY int posix_memalign(void **out, size_t align, size_t size)
 {
     if (ML_UNLIKELY(align < sizeof(void *) || (align & (align - 1)) != 0)) return EINVAL;
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
         return ml__memalign_slow(out, align, size, CALLER);
-    return mlje_posix_memalign(out, align, size);
+    size_t last = rounded_less_1(size, align);
+    if (ML_UNLIKELY(last >= ML_ALIGNED_AS_MALLOC)) return mlje_posix_memalign(out, align, size);
+    void *p = mlje_malloc(last + 1);
+    if (ML_UNLIKELY(p == NULL)) return ENOMEM;
+    *out = p;
+    return 0;
 }
 
 #if defined(__x86_64__)
 /* memalign and aligned_alloc (glibc 2.36: aligned_alloc is memalign), in assembly like malloc,
  * for the same reasons: do_memalign's tests and charge (size + align units, the alignment
  * recorded in units_extra, as ml__charge_aligned does), every way out a jump. An alignment of
- * at most 16 is malloc itself; one that is no power of two goes to memalign_odd. */
+ * at most 16 is malloc itself; one that is no power of two goes to memalign_odd; a small
+ * request (ML_ALIGNED_AS_MALLOC) ends in jemalloc's malloc of its rounded size, a larger one in
+ * jemalloc's aligned_alloc, after the check that size + align does not overflow (which a small
+ * one cannot). */
 __attribute__((used, noinline)) void *ml__aligned_jumped(size_t align, size_t size);
 __attribute__((used, noinline)) void *ml__aligned_jumped(size_t align, size_t size)
 {
@@ -193,6 +215,7 @@ __attribute__((used, noinline)) void *ml__memalign_odd_jumped(size_t align, size
 }
 
 _Static_assert(ML_MALLOC_ALIGNMENT == 16, "memalign's assembly compares with 16");
+_Static_assert(ML_ALIGNED_AS_MALLOC == 4096, "memalign's assembly compares with 4095");
 __asm__(".text\n"
         ".globl memalign\n"
         ".type memalign, @function\n"
@@ -204,13 +227,26 @@ __asm__(".text\n"
         "    leaq -1(%rdi), %rax\n"
         "    testq %rdi, %rax\n"
         "    jne 3f\n"
-        "    movq %rsi, %rcx\n"
+        /* rcx = the size rounded up to the alignment, less 1; above 4095 (or size 0, which
+         * wraps) the request is jemalloc's aligned_alloc's. */
+        "    leaq -1(%rsi), %rcx\n"
+        "    orq %rax, %rcx\n"
+        "    cmpq $4095, %rcx\n"
+        "    ja 5f\n"
+        "    leaq (%rsi,%rdi), %rdx\n"
+        "    movq ml__self@gottpoff(%rip), %rax\n"
+        "    addq %rdi, %fs:16(%rax)\n"
+        "    addq $-1, %fs:8(%rax)\n"
+        "    sbbq %rdx, %fs:(%rax)\n"
+        "    jbe 1f\n"
+        "    leaq 1(%rcx), %rdi\n"
+        "    jmp mlje_malloc\n"
+        "5:  movq %rsi, %rcx\n"
         "    addq %rdi, %rcx\n"
         "    jc 4f\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
         "    addq %rdi, %fs:16(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rcx, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    jmp mlje_aligned_alloc\n"

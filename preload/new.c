@@ -28,9 +28,12 @@
 /* operator new(size_t) and operator new[](size_t): malloc's assembly (preload/malloc.c), jumping
  * to jemalloc's operator new. The slow half is reached by a jump and finds the caller as its own
  * return address. */
+/* The common event (engine.h's ml__event_quick) ends in a jump to jemalloc's operator new, as
+ * the fast path does; any other goes through the slow half. */
 __attribute__((used, noinline)) void *ml__new_jumped(size_t size);
 __attribute__((used, noinline)) void *ml__new_jumped(size_t size)
 {
+    if (ML_LIKELY(ml__event_quick(size))) return mlje_cxx_new(size);
     return ml__new_slow(size, 0, 0, __builtin_return_address(0));
 }
 
@@ -41,8 +44,7 @@ __asm__(".text\n"
         "_Znwm:\n"
         ".cfi_startproc\n"
         "    movq ml__self@gottpoff(%rip), %rax\n"
-        "    addq $1, %fs:8(%rax)\n"
-        "    stc\n"
+        "    addq $-1, %fs:8(%rax)\n"
         "    sbbq %rdi, %fs:(%rax)\n"
         "    jbe 1f\n"
         "    jmp mlje_cxx_new\n"
@@ -106,13 +108,25 @@ void *ml_new_nothrow(size_t size, const void *tag)
 ENTRY void *ml_new_array_nothrow(size_t size, const void *tag) __asm__("_ZnamRKSt9nothrow_t")
     __attribute__((alias("_ZnwmRKSt9nothrow_t")));
 
+/* An aligned operator new's block after its charge: jemalloc's malloc of the size rounded up to
+ * the alignment when that is at most ML_ALIGNED_AS_MALLOC and the alignment a power of two (the
+ * block jemalloc's own aligned path gives: engine.h), else its aligned_alloc, which returns NULL
+ * for an alignment that is no power of 2. */
+static inline __attribute__((always_inline)) void *aligned_block(size_t size, size_t align)
+{
+    size_t last = (size - 1) | (align - 1); /* size 0: SIZE_MAX */
+    if (ML_LIKELY(last < ML_ALIGNED_AS_MALLOC && (align & (align - 1)) == 0))
+        return mlje_malloc(last + 1);
+    return mlje_aligned_alloc(align, size);
+}
+
 /* operator new(size_t, std::align_val_t), and new[]. */
 ENTRY void *ml_new_aligned(size_t size, size_t align) __asm__("_ZnwmSt11align_val_t");
 void *ml_new_aligned(size_t size, size_t align)
 {
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
         return ml__new_slow(size, align, ML_NEW_ALIGNED, CALLER);
-    void *p = mlje_aligned_alloc(align, size); /* NULL for an alignment that is no power of 2 */
+    void *p = aligned_block(size, align);
     if (ML_UNLIKELY(p == NULL)) return ml__new_failed(size, align, ML_NEW_ALIGNED, CALLER);
     return p;
 }
@@ -127,7 +141,7 @@ void *ml_new_aligned_nothrow(size_t size, size_t align, const void *tag)
     (void)tag;
     unsigned how = ML_NEW_ALIGNED | ML_NEW_NOTHROW;
     if (ML_UNLIKELY(ml__charge_aligned(size, align))) return ml__new_slow(size, align, how, CALLER);
-    void *p = mlje_aligned_alloc(align, size);
+    void *p = aligned_block(size, align);
     if (ML_UNLIKELY(p == NULL)) return ml__new_failed(size, align, how, CALLER);
     return p;
 }

@@ -33,6 +33,8 @@ ml_test(fast_jemalloc)
 # The sampler's statistics on large blocks, and its cost in random numbers (unit test).
 ml_test(sampler_large)
 
-# The entry points that end in a tail call to jemalloc, under real exhaustion.
+# The entry points that end in a tail call to jemalloc, under real exhaustion, and the blocks of
+# the aligned ones.
 ml_target(fast_oom)
+ml_target(fast_aligned ${CMAKE_DL_LIBS})
 ml_test(fast_entries)

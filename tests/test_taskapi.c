@@ -113,7 +113,7 @@ Test(taskapi, counts_read_mid_update_lag_never_wrap)
     t->armed = 0;
     t->until_event = 0;
     t->allocations_at_arm = 0;
-    t->allocations = 5;
+    t->allocations_down = 0 - (uint64_t)5;
     uint64_t busy_count = ml_thread_allocated();
     t->busy = 0;
     t->allocations_at_arm = 5; /* the update done: 1000 + (0 - 0) - (5 - 5) */

@@ -22,14 +22,17 @@ Test(thread, since_arm_is_exact_modulo_2_64)
     memset(&t, 0, sizeof t);
     t.armed = 1000;
     t.until_event = 1000;
+    /* Armed after the thread's first allocations (which took n: thread.h). */
+    t.allocations_at_arm = 7;
+    t.allocations_down = 0 - (uint64_t)7;
     /* Three allocations of 10, 0 and 5 bytes take n + 1 each off the countdown. */
     t.until_event -= 11 + 1 + 6;
-    t.allocations += 3;
+    t.allocations_down -= 3;
     cr_assert_eq(ml__since_arm(&t), 15);
     /* SIZE_MAX charges 2^64, which wraps the countdown to where it was: the count stays exact
      * modulo 2^64. */
     t.until_event -= (uint64_t)SIZE_MAX + 1;
-    t.allocations += 1;
+    t.allocations_down -= 1;
     cr_assert_eq(ml__since_arm(&t), 15 + (uint64_t)SIZE_MAX);
 }
 
@@ -39,11 +42,32 @@ Test(thread, force_event_keeps_the_count_and_zeroes_the_countdown)
     memset(&t, 0, sizeof t);
     t.armed = t.until_event = 4096;
     t.until_event -= 101;
-    t.allocations = 1;
+    t.allocations_down = 0 - (uint64_t)1;
     uint64_t before = ml__since_arm(&t);
     ml__thread_force_event(&t);
     cr_assert_eq(t.until_event, 0);
     cr_assert_eq(ml__since_arm(&t), before);
+}
+
+/* The thread's first allocation takes n units off the countdown (the count's add of -1 does not
+ * carry from 0): the unit is added back while that allocation lies after the arming. */
+Test(thread, the_first_allocation_is_charged_its_missing_unit)
+{
+    ml_thread t;
+    memset(&t, 0, sizeof t);
+    t.armed = t.until_event = 1000;
+    t.until_event -= 10; /* the first allocation: 10 bytes, 10 units */
+    t.allocations_down -= 1;
+    cr_assert_eq(ml__units_since_arm(&t), 11);
+    cr_assert_eq(ml__since_arm(&t), 10);
+    t.until_event -= 6; /* the second: 5 bytes, 6 units */
+    t.allocations_down -= 1;
+    cr_assert_eq(ml__since_arm(&t), 15);
+    /* Armed again after them: no unit to add. */
+    t.armed = t.until_event;
+    t.allocations_at_arm = 2;
+    cr_assert_eq(ml__since_arm(&t), 0);
+    cr_assert_eq(ml__units_since_arm(&t), 0);
 }
 
 Test(thread, busy_leave_honours_a_wake_up_that_came_while_busy)

@@ -6,7 +6,8 @@
 //   handler  (MEMLIMITS_HEAP=64M) std::set_new_handler at the cap: a handler that frees memory
 //            lets new succeed; one that does not is called again and again until it gives up;
 //            nothrow new with a handler that throws returns NULL
-//   aligned  aligned new of every variant, at alignments up to 2 MiB; an invalid alignment fails
+//   aligned  aligned new of every variant, at alignments up to 2 MiB; an invalid alignment fails;
+//            preloaded, each block is of the size class jemalloc's aligned path gives (nallocx)
 //   count    ml_thread_allocated counts exactly what operator new and new[] are asked for; the
 //            operators are the library's own
 //   oom      real exhaustion (RLIMIT_AS, no heap cap) on small blocks: std::bad_alloc, not NULL
@@ -189,7 +190,10 @@ static int mode_handler()
 static int mode_aligned()
 {
     static const size_t aligns[] = {1, 2, 8, 16, 32, 64, 128, 4096, 65536, 2 * MIB};
-    static const size_t sizes[] = {0, 1, 24, 100, 4096, 100000, 3 * MIB};
+    static const size_t sizes[] = {0, 1, 24, 100, 200, 1000, 4096, 100000, 3 * MIB};
+    /* jemalloc's API: exported by libmemlimits.so, absent under glibc. */
+    auto nallocx = reinterpret_cast<size_t (*)(size_t, int)>(dlsym(RTLD_DEFAULT, "nallocx"));
+    auto usable = reinterpret_cast<size_t (*)(void *)>(dlsym(RTLD_DEFAULT, "malloc_usable_size"));
     for (size_t a : aligns) {
         for (size_t n : sizes) {
             std::align_val_t al{a};
@@ -203,6 +207,12 @@ static int mode_aligned()
             check((uintptr_t)p % a == 0 && (uintptr_t)q % a == 0 && (uintptr_t)r % a == 0 &&
                       (uintptr_t)s % a == 0,
                   what);
+            if (nallocx != nullptr) {
+                size_t expect = nallocx(n ? n : 1, __builtin_ctzll(a));
+                check(usable(p) == expect && usable(q) == expect && usable(r) == expect &&
+                          usable(s) == expect,
+                      what);
+            }
             if (n > 0) memset(p, 1, n);
             ::operator delete(p, n, al);
             ::operator delete[](q, al);

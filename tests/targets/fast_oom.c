@@ -2,7 +2,8 @@
  * (realloc, calloc, aligned_alloc, memalign, valloc, posix_memalign) under real exhaustion of the
  * address space (RLIMIT_AS), with requests small enough to take the fast path: each must fail
  * the way glibc's does (NULL and ENOMEM; posix_memalign ENOMEM with the out-pointer untouched),
- * a realloc that fails must keep its block. argv[1] names the entry point; the program prints
+ * a realloc that fails must keep its block. argv[1] names the entry point, argv[2] the size
+ * (default 20000; 1000 takes an aligned request to jemalloc's malloc); the program prints
  * "blocks N", then "null 1 errno E" (or "rc R untouched U errno E" for posix_memalign) and
  * "kept K" for realloc. */
 #define _GNU_SOURCE
@@ -19,13 +20,15 @@ static void *blocks[MAX_BLOCKS];
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) return 2;
+    if (argc != 2 && argc != 3) return 2;
     const char *what = argv[1];
+    size_t size = argc == 3 ? strtoul(argv[2], NULL, 10) : 20000;
+    if (size == 0) return 2;
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long pages = 0;
     if (f == NULL || fscanf(f, "%lu", &pages) != 1) return 101;
     fclose(f);
-    /* What is mapped now and 64 MiB more: blocks of 20000 bytes exhaust it in jemalloc. */
+    /* What is mapped now and 64 MiB more: the blocks exhaust it in jemalloc. */
     struct rlimit rl = {pages * 4096 + (64 << 20), pages * 4096 + (64 << 20)};
     if (setrlimit(RLIMIT_AS, &rl) != 0) return 102;
     int n = 0;
@@ -37,7 +40,7 @@ int main(int argc, char **argv)
             if (small == NULL) return 103;
             memset(small, 'k', 16);
             errno = 0;
-            p = realloc(small, 20000);
+            p = realloc(small, size);
             if (p == NULL) {
                 int e = errno;
                 printf("blocks %d\nnull 1 errno %d\nkept %d\n", n, e,
@@ -46,7 +49,7 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(what, "posix_memalign") == 0) {
             void *out = (void *)0x77;
-            int rc = posix_memalign(&out, 64, 20000);
+            int rc = posix_memalign(&out, 64, size);
             if (rc != 0) {
                 printf("blocks %d\nrc %d untouched %d errno %d\n", n, rc, out == (void *)0x77,
                        errno);
@@ -55,13 +58,13 @@ int main(int argc, char **argv)
             p = out;
         } else {
             if (strcmp(what, "calloc") == 0)
-                p = calloc(1, 20000);
+                p = calloc(1, size);
             else if (strcmp(what, "aligned_alloc") == 0)
-                p = aligned_alloc(4096, 20000);
+                p = aligned_alloc(4096, size);
             else if (strcmp(what, "memalign") == 0)
-                p = memalign(256, 20000);
+                p = memalign(256, size);
             else if (strcmp(what, "valloc") == 0)
-                p = valloc(20000);
+                p = valloc(size);
             else
                 return 2;
             if (p == NULL) {
