@@ -257,7 +257,7 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align
     t->allocated += spent;
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
     ml__sampler_defer(n);
-    t->samples += sample(t, spent - n, units - (n + 1)); /* the units before the block */
+    if (units != n + 1) t->samples += sample(t, spent - n, units - (n + 1)); /* before it */
     uint64_t next = ML_MIN(t->sample_left, t->flush_left);
     next = ML_MIN(next, t->lease_left);
     t->armed = next;
