@@ -164,17 +164,19 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
 /* The common event: the countdown ran out on the sampler's component alone (or early on the
  * lease's, which counts bytes, each allocation having taken one unit more). No flush is due
  * (the units fit in the interval), the lease covers the bytes, no task runs, no global-memory
- * task watches the heap, no profile runs and the alignment is malloc's, so the allocation needs
- * no decision: it lies within the flush interval as a fast-path allocation would, and the heap
- * cap's bound covers it the same way (heap.h: an interval armed far below the cap is the far
- * tier). Only the counts, the samples and the countdown move. */
+ * task watches the heap, and no profile samples the allocation or has anything else to do
+ * (ml__memprof_pass, which then moves the profiles' streams past the units and sets *profiles
+ * to their component of the next arming), so the allocation needs no decision: it lies within
+ * the flush interval as a fast-path allocation would, and the heap cap's bound covers it the
+ * same way (heap.h: an interval armed far below the cap is the far tier). Only the counts, the
+ * samples and the countdown move. ml__memprof_pass is last: it acts only when the rest holds. */
 static inline int only_sampler(const ml_thread *t, uint64_t spent, uint64_t units, uint64_t n,
-                               size_t align)
+                               uint64_t *profiles)
 {
     /* n past the address space charges units that wrap (SIZE_MAX: 2^64): decide refuses it. */
     return t->state == ML_THREAD_READY && t->task == NULL && n <= ML_MAX_REQUEST &&
            units < t->flush_left && spent <= t->lease_left && !ml__heap_watched() &&
-           !ML_MEMPROF_STARTED();
+           (!ML_MEMPROF_STARTED() || (*profiles = ml__memprof_pass(units)) != 0);
 }
 
 /* Every other event: the full decision. `spent` bytes and `units` charged units since arming,
@@ -196,7 +198,9 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
         if (t->lease_left != ML_NONE) t->lease_left -= n;
     } else if (ML_LOAD(&t->heap_reserved) != 0)
         ml__heap_flush(t); /* the block the heap admitted will not be allocated */
-    if (ML_MEMPROF_STARTED()) ml__memprof_take(t, spent - n, verdict == ML_ALLOW ? n : 0);
+    if (ML_MEMPROF_STARTED())
+        ml__memprof_take(t, units - charged, verdict == ML_ALLOW ? n : 0,
+                         verdict == ML_ALLOW ? charged - n : 0);
     arm(t);
     ml__busy_leave(t);
     return verdict;
@@ -205,7 +209,7 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
 /* The common event's bookkeeping, once only_sampler holds: the counts, the samples and the
  * countdown. */
 static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uint64_t charged,
-                               uint64_t n)
+                               uint64_t n, uint64_t profiles)
 {
     /* consume(spent - n), then consume(n): the units before this allocation hold no sampled
      * unit (they were all below the countdown), so the samples are this block's. */
@@ -216,6 +220,7 @@ static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uin
     t->samples += sample_block(t, n, charged);
     uint64_t next = ML_MIN(t->sample_left, t->flush_left);
     next = ML_MIN(next, t->lease_left);
+    next = ML_MIN(next, profiles);
     t->armed = next;
     ml__thread_mark_arm(t);
     ML_STORE(&t->until_event, next);
@@ -226,10 +231,10 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
 {
     uint64_t units = ml__units_since_arm(t);       /* units, n's included */
     uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
-    uint64_t charged = ml__charged_units(n, align);
-    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
+    uint64_t charged = ml__charged_units(n, align), profiles = ML_NONE;
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, &profiles)))
         return event_full(t, spent, units, charged, n, align, old);
-    event_short(t, spent, units, charged, n);
+    event_short(t, spent, units, charged, n, profiles);
     ml__busy_leave(t);
     return ML_ALLOW;
 }
@@ -274,10 +279,10 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     if (!ml__busy_enter(t)) return ML_ALLOW;
     uint64_t units = ml__units_since_arm(t);       /* units, n's included */
     uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
-    uint64_t charged = ml__charged_units(n, align);
-    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, align)))
+    uint64_t charged = ml__charged_units(n, align), profiles = ML_NONE;
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, &profiles)))
         return event_full(t, spent, units, charged, n, align, old);
-    event_short(t, spent, units, charged, n);
+    event_short(t, spent, units, charged, n, profiles);
     ml__busy_leave(t);
     return ML_ALLOW;
 }
@@ -290,8 +295,11 @@ int ml__event_quick_small(uint64_t n)
     if (!ml__busy_enter(t)) return 0;
     uint64_t units = ml__units_since_arm(t);
     uint64_t spent = ml__bytes_of_units(t, units);
-    int quick = only_sampler(t, spent, units, n, 0);
-    if (ML_LIKELY(quick)) event_short(t, spent, units, n + 1, n);
+    uint64_t profiles = ML_NONE;
+    /* Queued free callbacks run after the allocation, in the slow half: not a quick one. */
+    int quick = !(ML_MEMPROF_STARTED() && ml__memprof_pending()) &&
+                only_sampler(t, spent, units, n, &profiles);
+    if (ML_LIKELY(quick)) event_short(t, spent, units, n + 1, n, profiles);
     ml__busy_leave(t);
     return quick;
 }

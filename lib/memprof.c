@@ -67,8 +67,8 @@ typedef struct mp_thread {
     uint64_t left[ML_MEMPROF_MAX];
     uint64_t counts[ML_MEMPROF_MAX];
     ml_rng rng[ML_MEMPROF_MAX];
-    uint64_t skip;   /* bytes since arming allocated inside a callback: not sampled */
-    uint64_t mark;   /* ml__since_arm when the callbacks at hand began */
+    uint64_t skip;   /* units since arming charged inside a callback: not sampled */
+    uint64_t mark;   /* ml__units_since_arm when the callbacks at hand began */
     uint8_t rearmed; /* an event happened inside them: everything since arming is theirs */
     entry *pending;
     uint8_t sampled, in_callback;
@@ -182,7 +182,7 @@ static void cb_leave(int s, int is_alloc)
  * profiles' streams. */
 static void callbacks_begin(void)
 {
-    mp.mark = ml__since_arm(&ml__self);
+    mp.mark = ml__units_since_arm(&ml__self);
     mp.rearmed = 0;
 }
 
@@ -190,9 +190,9 @@ static void callbacks_done(void)
 {
     ml_thread *t = &ml__self;
     /* Nothing allocated inside them and no event: the countdown is as the last event armed it. */
-    if (!mp.rearmed && ml__since_arm(t) == mp.mark) return;
+    if (!mp.rearmed && ml__units_since_arm(t) == mp.mark) return;
     if (ml__busy_enter(t)) {
-        uint64_t now = ml__since_arm(t);
+        uint64_t now = ml__units_since_arm(t);
         mp.skip += mp.rearmed ? now : now - mp.mark;
         ml__thread_force_event(t);
         ml__busy_leave(t);
@@ -285,7 +285,7 @@ static void refresh(ml_thread *t)
     }
 }
 
-void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n)
+void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n, uint64_t extra)
 {
     mp_thread *m = &mp;
     m->sampled = 0;
@@ -302,13 +302,31 @@ void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n)
         m->counts[s] = 0;
         if (m->gen[s] == 0) continue;
         const struct ml_profile *p = &slots[s];
-        /* Samples among the earlier bytes fell in blocks already returned: none, unless the
+        /* Samples among the earlier units fell in blocks already returned: none, unless the
          * stream started after the countdown was armed; they cannot be attributed. */
         ml__sampler_take_with(&m->rng[s], &m->left[s], before, p->mean, p->inv);
         if (n == 0) continue;
         m->counts[s] = ml__sampler_take_with(&m->rng[s], &m->left[s], n, p->mean, p->inv);
         if (m->counts[s] != 0) m->sampled = 1;
+        /* The block's units beyond its bytes: on the stream, never sampled (event.c's sample). */
+        if (extra != 0) ml__sampler_take_with(&m->rng[s], &m->left[s], extra, p->mean, p->inv);
     }
+}
+
+uint64_t ml__memprof_pass(uint64_t units)
+{
+    mp_thread *m = &mp;
+    if (m->in_callback || m->skip != 0 || m->layout != ML_LOAD(&layout)) return 0;
+    for (int s = 0; s < ML_MEMPROF_MAX; s++)
+        if (m->gen[s] != 0 && m->left[s] <= units) return 0; /* a sampled unit lies in them */
+    uint64_t left = ML_NONE;
+    for (int s = 0; s < ML_MEMPROF_MAX; s++) {
+        if (m->gen[s] == 0) continue;
+        m->left[s] -= units;
+        if (m->left[s] < left) left = m->left[s];
+    }
+    m->sampled = 0;
+    return left;
 }
 
 int ml__memprof_sampled(void)

@@ -18,12 +18,25 @@
 extern int ml__memprof_started;
 #define ML_MEMPROF_STARTED() ML_UNLIKELY(ML_LOAD(&ml__memprof_started))
 
-/* At an event (busy): `before` bytes were allocated since the countdown was armed, then `n`
- * (0 when the allocation is refused). Brings every profile's stream up to date and draws the
- * samples of the n bytes; ml__memprof_sampled() then says whether any profile sampled them. */
-void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n);
+/* At an event (busy): `before` units were charged since the countdown was armed, then the
+ * allocation at hand: `n` bytes and `extra` units beyond them (0 and 0 when it is refused). The
+ * profiles' streams run on units, as the countdown and the thread's sampler do (event.c): each
+ * byte is sampled with probability 1 / mean, the extra units never are, and the countdown runs
+ * out at the allocation that holds a sampled byte, not one allocation early. Brings every
+ * profile's stream up to date and draws the samples of the n bytes; ml__memprof_sampled() then
+ * says whether any profile sampled them. */
+void ml__memprof_take(ml_thread *t, uint64_t before, uint64_t n, uint64_t extra);
+/* The short event's take (event.c's event_short): when none of the `units` charged since the
+ * countdown was armed (the allocation at hand's included) holds a sampled byte of any profile,
+ * and the thread has nothing else for the profiler's streams (no callback running, no
+ * unsampled units of callbacks to take out, no profile started or stopped since it last
+ * looked), moves every stream past them, marks the allocation unsampled and returns the
+ * memprof component for the next arming (>= 1; ML_NONE when no profile runs). Otherwise returns
+ * 0 and changes nothing: the event takes the full path. Queued free callbacks are the caller's
+ * to run after the allocation (alloc.c's done), as after a full event. Busy. */
+uint64_t ml__memprof_pass(uint64_t units);
 int ml__memprof_sampled(void);
-/* The countdown's memprof component: bytes up to the next sampled byte of any profile; ML_NONE
+/* The countdown's memprof component: units up to the next sampled byte of any profile; ML_NONE
  * when none runs or a callback runs. Busy. (Queued free callbacks make the next allocation an
  * event by forcing it when they are queued.) */
 uint64_t ml__memprof_left(void);

@@ -121,6 +121,11 @@ Test(memprof, stop_and_discard_from_another_thread)
     expect_check("other_thread");
 }
 
+Test(memprof, aligned_blocks_carry_binomial_samples_of_their_bytes)
+{
+    expect_check("aligned_binomial");
+}
+
 Test(memprof, every_aligned_entry_points_blocks_are_tracked_and_freed_once)
 {
     expect_check("aligned_tracked");

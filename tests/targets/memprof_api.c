@@ -117,6 +117,29 @@ static void check_binomial(void)
     say("samples %ld blocks %ld\n", n_samples, n_alloc);
 }
 
+/* The profiles' streams run on the countdown's units (memprof.h), and an aligned request is
+ * charged its alignment in units beyond its bytes: those units are never sampled. 20000
+ * memalign(4096, 100) blocks at gap 1000 carry Binomial(2,000,000, 1/1000) samples (mean 2000,
+ * sd 44.7); sampling the 4097 extra units of each would give about 84,000. */
+static void check_aligned_binomial(void)
+{
+    const double gap = 1000, n = 100, blocks = 20000;
+    ml_profile *p = ml_memprof_start((uint64_t)gap, 0, &counting);
+    EXPECT(p != NULL, "start: %s", strerror(errno));
+    for (int i = 0; i < (int)blocks; i++) {
+        sink = memalign(4096, (size_t)n);
+        free(sink);
+    }
+    flush_callbacks();
+    ml_memprof_stop(p);
+    ml_memprof_discard(p);
+    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
+    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
+           n_samples, mean_s, 5 * sd_s);
+    EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
+    EXPECT(bad == 0, "%ld callbacks with bad arguments or states", bad);
+}
+
 /* Every way of freeing a tracked block gives exactly one free callback. */
 static void check_free_once(void)
 {
@@ -1080,6 +1103,7 @@ int main(int argc, char **argv)
         void (*fn)(void);
     } checks[] = {
         {"binomial", check_binomial},
+        {"aligned_binomial", check_aligned_binomial},
         {"free_once", check_free_once},
         {"cross_thread", check_cross_thread},
         {"in_callback", check_in_callback},
