@@ -90,6 +90,35 @@ static void flush_callbacks(void)
     free(sink);
 }
 
+static void check_freed_once(void)
+{
+    long twice = 0, never = 0;
+    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
+        if (state[i] == 1) never++;
+        if (state[i] > 2) twice++;
+    }
+    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
+           twice, bad);
+}
+
+/* The profile's totals after `blocks` blocks of n bytes at mean gap `gap`, each within 5
+ * standard deviations (and 2, for the test's own bookkeeping blocks): samples
+ * Binomial(blocks * n, 1/gap); sampled blocks Binomial(blocks, 1 - (1 - 1/gap)^n). */
+static void expect_samples(double blocks, double n, double gap)
+{
+    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
+    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
+           n_samples, mean_s, 5 * sd_s);
+}
+
+static void expect_sampled_blocks(double blocks, double n, double gap)
+{
+    double q = 1 - pow(1 - 1 / gap, n);
+    double mean_b = blocks * q, sd_b = sqrt(blocks * q * (1 - q));
+    EXPECT(fabs((double)n_alloc - mean_b) < 5 * sd_b + 2,
+           "sampled blocks %ld, expected %.0f +- %.0f", n_alloc, mean_b, 5 * sd_b);
+}
+
 /* A block of n bytes carries Binomial(n, 1/gap) samples: N blocks of n bytes carry
  * Binomial(N n, 1/gap) in all, and each is sampled with probability 1 - (1 - 1/gap)^n. */
 static void check_binomial(void)
@@ -104,14 +133,9 @@ static void check_binomial(void)
     flush_callbacks();
     ml_memprof_stop(p);
     ml_memprof_discard(p);
-    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
-    double q = 1 - pow(1 - 1 / gap, n);
-    double mean_b = blocks * q, sd_b = sqrt(blocks * q * (1 - q));
     /* The flush's two 1-byte blocks may add a sample or a block. */
-    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
-           n_samples, mean_s, 5 * sd_s);
-    EXPECT(fabs((double)n_alloc - mean_b) < 5 * sd_b + 2,
-           "sampled blocks %ld, expected %.0f +- %.0f", n_alloc, mean_b, 5 * sd_b);
+    expect_samples(blocks, n, gap);
+    expect_sampled_blocks(blocks, n, gap);
     EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
     EXPECT(bad == 0, "%ld callbacks with bad arguments or states", bad);
     say("samples %ld blocks %ld\n", n_samples, n_alloc);
@@ -133,9 +157,7 @@ static void check_aligned_binomial(void)
     flush_callbacks();
     ml_memprof_stop(p);
     ml_memprof_discard(p);
-    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
-    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
-           n_samples, mean_s, 5 * sd_s);
+    expect_samples(blocks, n, gap);
     EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
     EXPECT(bad == 0, "%ld callbacks with bad arguments or states", bad);
 }
@@ -182,13 +204,7 @@ static void check_free_once(void)
     ml_memprof_stop(p);
     flush_callbacks();
     ml_memprof_discard(p);
-    long twice = 0, never = 0;
-    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
-        if (state[i] == 1) never++;
-        if (state[i] > 2) twice++;
-    }
-    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
-           twice, bad);
+    check_freed_once();
     EXPECT(n_realloc >= 666, "%ld realloc callbacks, expected >= 666", n_realloc);
 }
 
@@ -571,13 +587,7 @@ static void check_jemalloc_api(void)
     ml_memprof_stop(p);
     flush_callbacks();
     ml_memprof_discard(p);
-    long twice = 0, never = 0;
-    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
-        if (state[i] == 1) never++;
-        if (state[i] > 2) twice++;
-    }
-    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
-           twice, bad);
+    check_freed_once();
 }
 
 /* C++'s operator new and delete (exported by libmemlimits under their mangled names, called
@@ -618,13 +628,7 @@ static void check_cxx_new(void)
     ml_memprof_discard(p);
     EXPECT(n_kind[ML_ALLOC_NEW] == news, "%ld blocks tracked as ML_ALLOC_NEW, expected %ld",
            n_kind[ML_ALLOC_NEW], news);
-    long twice = 0, never = 0;
-    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
-        if (state[i] == 1) never++;
-        if (state[i] > 2) twice++;
-    }
-    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
-           twice, bad);
+    check_freed_once();
 }
 
 /* ---- jemalloc's allocating API: mallocx, rallocx and xallocx (exported by libmemlimits, called
@@ -676,17 +680,6 @@ static void *record_realloc(void *tracked, const ml_allocation *a, void *ctx)
     return count_realloc(tracked, a, ctx);
 }
 static const ml_tracker recording = {record_alloc, record_realloc, count_free, NULL};
-
-static void check_freed_once(void)
-{
-    long twice = 0, never = 0;
-    for (long i = 0; i < n_alloc && i < MAX_TRACKED; i++) {
-        if (state[i] == 1) never++;
-        if (state[i] > 2) twice++;
-    }
-    EXPECT(never == 0 && twice == 0 && bad == 0, "%ld never freed, %ld freed twice, %ld bad", never,
-           twice, bad);
-}
 
 static int all_zero(const char *b, size_t n)
 {
@@ -759,13 +752,8 @@ static void check_mallocx_binomial(void)
         je.dallocx(je.mallocx((size_t)n, 0), 0);
     flush_callbacks();
     ml_memprof_discard(p);
-    double mean_s = blocks * n / gap, sd_s = sqrt(blocks * n / gap * (1 - 1 / gap));
-    double q = 1 - pow(1 - 1 / gap, n);
-    double mean_b = blocks * q, sd_b = sqrt(blocks * q * (1 - q));
-    EXPECT(fabs((double)n_samples - mean_s) < 5 * sd_s + 2, "samples %ld, expected %.0f +- %.0f",
-           n_samples, mean_s, 5 * sd_s);
-    EXPECT(fabs((double)n_alloc - mean_b) < 5 * sd_b + 2,
-           "sampled blocks %ld, expected %.0f +- %.0f", n_alloc, mean_b, 5 * sd_b);
+    expect_samples(blocks, n, gap);
+    expect_sampled_blocks(blocks, n, gap);
     EXPECT(n_kind[ML_ALLOC_MALLOC] == n_alloc, "%ld of %ld blocks of kind ML_ALLOC_MALLOC",
            n_kind[ML_ALLOC_MALLOC], n_alloc);
     EXPECT(n_free == n_alloc, "%ld alloc callbacks, %ld free callbacks", n_alloc, n_free);
