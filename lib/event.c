@@ -226,8 +226,9 @@ static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uin
     ML_STORE(&t->until_event, next);
 }
 
-/* The ordinary paths, from the state alone (busy). */
-static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
+/* The ordinary paths, from the state alone (busy): the short event or the full one. */
+static inline __attribute__((always_inline)) ml_verdict event_ordinary(ml_thread *t, uint64_t n,
+                                                                       size_t align, void *old)
 {
     uint64_t units = ml__units_since_arm(t);       /* units, n's included */
     uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
@@ -237,6 +238,12 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
     event_short(t, spent, units, charged, n, profiles);
     ml__busy_leave(t);
     return ML_ALLOW;
+}
+
+/* The same, out of line, for event_large's fallbacks. */
+static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, void *old)
+{
+    return event_ordinary(t, n, align, old);
 }
 
 /* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
@@ -277,14 +284,7 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
     ml_thread *t = &ml__self;
     if (n >= ML_PEAK_BLOCK) return event_large(t, n, align, old);
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    uint64_t units = ml__units_since_arm(t);       /* units, n's included */
-    uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
-    uint64_t charged = ml__charged_units(n, align), profiles = ML_NONE;
-    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, &profiles)))
-        return event_full(t, spent, units, charged, n, align, old);
-    event_short(t, spent, units, charged, n, profiles);
-    ml__busy_leave(t);
-    return ML_ALLOW;
+    return event_ordinary(t, n, align, old);
 }
 
 _Static_assert(ML_QUICK_BELOW == ML_PEAK_BLOCK, "ml__event_quick's blocks need no flush after");
