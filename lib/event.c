@@ -163,19 +163,23 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
 
 /* The common event: the countdown ran out on the sampler's component alone (or early on the
  * lease's, which counts bytes, each allocation having taken one unit more). No flush is due
- * (the units fit in the interval), the lease covers the bytes, no task runs, no global-memory
- * task watches the heap, and no profile samples the allocation or has anything else to do
+ * (the units fit in the interval, or the far interval ran out on a thread that grew little and
+ * ml__heap_rearm re-armed it), the lease covers the bytes, no task runs, no global-memory task
+ * watches the heap, and no profile samples the allocation or has anything else to do
  * (ml__memprof_pass, which then moves the profiles' streams past the units and sets *profiles
  * to their component of the next arming), so the allocation needs no decision: it lies within
  * the flush interval as a fast-path allocation would, and the heap cap's bound covers it the
  * same way (heap.h: an interval armed far below the cap is the far tier). Only the counts, the
- * samples and the countdown move. ml__memprof_pass is last: it acts only when the rest holds. */
-static inline int only_sampler(const ml_thread *t, uint64_t spent, uint64_t units, uint64_t n,
-                               uint64_t *profiles)
+ * samples and the countdown move. ml__memprof_pass is last: it acts only when the rest holds
+ * (a re-armed interval stays re-armed if it does not: event_full's admission then finds the
+ * request inside it). */
+static inline int only_sampler(ml_thread *t, uint64_t spent, uint64_t units, uint64_t charged,
+                               uint64_t n, uint64_t *profiles)
 {
     /* n past the address space charges units that wrap (SIZE_MAX: 2^64): decide refuses it. */
     return t->state == ML_THREAD_READY && t->task == NULL && n <= ML_MAX_REQUEST &&
-           units < t->flush_left && spent <= t->lease_left && !ml__heap_watched() &&
+           spent <= t->lease_left && !ml__heap_watched() &&
+           (units < t->flush_left || ml__heap_rearm(t, units, charged)) &&
            (!ML_MEMPROF_STARTED() || (*profiles = ml__memprof_pass(units)) != 0);
 }
 
@@ -233,7 +237,7 @@ static inline __attribute__((always_inline)) ml_verdict event_ordinary(ml_thread
     uint64_t units = ml__units_since_arm(t);       /* units, n's included */
     uint64_t spent = ml__bytes_of_units(t, units); /* bytes, n included */
     uint64_t charged = ml__charged_units(n, align), profiles = ML_NONE;
-    if (ML_UNLIKELY(!only_sampler(t, spent, units, n, &profiles)))
+    if (ML_UNLIKELY(!only_sampler(t, spent, units, charged, n, &profiles)))
         return event_full(t, spent, units, charged, n, align, old);
     event_short(t, spent, units, charged, n, profiles);
     ml__busy_leave(t);
@@ -246,20 +250,20 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
     return event_ordinary(t, n, align, old);
 }
 
-/* A large block's event (ML_PEAK_BLOCK bytes or more), in one pass when the block needs only the
- * process-wide limits and the peak: malloc's alignment, no old block, no task, no global-memory
- * task, no profile, no process tree. The lease is extended if short; the heap admits the block
- * with one flush that reserves it (ml__heap_admit_large), which ml__event_after marks allocated
- * instead of a second flush (ml__heap_allocated); its samples are deferred (sampler.h). When the
- * budget or the cap would refuse it, the extension and the flush are all that was done, and
- * event_full decides (and fires). Every other large block takes the ordinary paths. */
-static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align, void *old)
+/* A large block's event (ML_PEAK_BLOCK bytes or more, malloc's alignment, no old block: ml__event
+ * sends it here), in one pass when the block needs only the process-wide limits and the peak: no
+ * task, no global-memory task, no profile, no process tree. The lease is extended if short; the
+ * heap admits the block with one flush that reserves it (ml__heap_admit_large), which
+ * ml__event_after marks allocated instead of a second flush (ml__heap_allocated); its samples are
+ * deferred (sampler.h). When the budget or the cap would refuse it, the extension and the flush are
+ * all that was done, and event_full decides (and fires). Every other large block takes the ordinary
+ * paths. */
+static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
 {
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    if (ML_UNLIKELY((align | (uintptr_t)old) != 0 || n > ML_MAX_REQUEST ||
-                    t->state != ML_THREAD_READY || t->task != NULL || ml__heap_watched() ||
-                    ML_MEMPROF_STARTED() || ml__ledger_attached()))
-        return event_any(t, n, align, old);
+    if (ML_UNLIKELY(n > ML_MAX_REQUEST || t->state != ML_THREAD_READY || t->task != NULL ||
+                    ml__heap_watched() || ML_MEMPROF_STARTED() || ml__ledger_attached()))
+        return event_any(t, n, 0, NULL);
     uint64_t units = ml__units_since_arm(t), lease = t->lease_left;
     uint64_t spent = ml__bytes_of_units(t, units);
     /* Values kept across the calls, not the six they are computed from. */
@@ -282,7 +286,7 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n, size_t align
 ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    if (n >= ML_PEAK_BLOCK) return event_large(t, n, align, old);
+    if (n >= ML_PEAK_BLOCK && (align | (uintptr_t)old) == 0) return event_large(t, n);
     if (!ml__busy_enter(t)) return ML_ALLOW;
     return event_ordinary(t, n, align, old);
 }
@@ -298,7 +302,7 @@ int ml__event_quick_small(uint64_t n)
     uint64_t profiles = ML_NONE;
     /* Queued free callbacks run after the allocation, in the slow half: not a quick one. */
     int quick = !(ML_MEMPROF_STARTED() && ml__memprof_pending()) &&
-                only_sampler(t, spent, units, n, &profiles);
+                only_sampler(t, spent, units, n + 1, n, &profiles);
     if (ML_LIKELY(quick)) event_short(t, spent, units, n + 1, n, profiles);
     ml__busy_leave(t);
     return quick;
@@ -318,7 +322,10 @@ void ml__event_refund(uint64_t n)
 static ML_NOINLINE void flush_after(ml_thread *t)
 {
     if (!ml__busy_enter(t)) return;
-    ml__heap_flush(t);
+    if (ml__ledger_attached())
+        ml__heap_flush(t);
+    else
+        ml__heap_flush_grown(t);
     ml__busy_leave(t);
 }
 
@@ -327,9 +334,10 @@ void ml__event_after(uint64_t n)
     ml_thread *t = &ml__self;
     /* A reservation is marked allocated (heap.h: it stays in the sum until a flush settles it,
      * and the peak sees it now); in a process tree, whose ledger hears of the figures at
-     * flushes, it is flushed. A large block without one is flushed in any case, so that the
-     * peak sees it even if it is freed before the thread's next event. Both out of line: this
-     * is called after every admitted allocation of the slow path. */
+     * flushes, it is flushed. A large block without one is flushed if it grew the thread by
+     * that much (ml__heap_flush_grown: not a realloc that grew it a little), so that the peak
+     * sees it even if it is freed before the thread's next event. Both out of line: this is
+     * called after every admitted allocation of the slow path. */
     int64_t reserved = ML_LOAD(&t->heap_reserved);
     if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
     if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;

@@ -176,6 +176,49 @@ static int far_below(uint64_t cap, int64_t live)
     return (uint64_t)live < cap && cap - (uint64_t)live > zone;
 }
 
+/* The owner's growth not yet in the sum: its balance now, less what the sum holds of it (its
+ * reported balance and its reservation). Read without the flush lock: INT64_MAX when a reconcile
+ * holds it, or when jemalloc's counters went back (own_balance, which only a flush may settle). A
+ * reconcile that takes the lock after the read only brings the sum closer: the thread allocates
+ * nothing meanwhile (it is in its event), so what it grows from then on is all after it. */
+static int64_t unflushed(const ml_thread *t)
+{
+    int64_t reported = __atomic_load_n(&t->reported, __ATOMIC_ACQUIRE);
+    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
+    if (reported == REPORTED_LOCKED || a < t->seen_allocated || d < t->seen_deallocated)
+        return INT64_MAX;
+    return (int64_t)(t->balance_base + a - d) - reported - ML_LOAD(&t->heap_reserved);
+}
+
+/* A far interval ran out (the request at hand, `charged` units, does not fit in what is left of
+ * it): instead of a flush, re-arms it from the thread's exact growth not yet in the sum, when
+ * that growth is at most ML_REARM_MAX bytes. A thread whose requests mostly replace blocks
+ * (reallocs, allocations matched by frees) grows far less than its units allow, and its next
+ * flush waits until it has really grown. The interval armed is ML_FLUSH_FAR less the growth,
+ * counting a byte as a unit, so the bound of heap.h holds as for a flushed interval: the
+ * thread's growth beyond the sum is `grown` now plus at most R_i bytes per unit of what is left,
+ * at most R_i * ML_FLUSH_FAR for a ratio R_i >= 1. Returns 0, having changed nothing, when the
+ * thread must flush. */
+static int rearm_far(ml_thread *t, uint64_t charged)
+{
+    int64_t grown = unflushed(t);
+    if (grown > (int64_t)ML_REARM_MAX) return 0;
+    uint64_t left = ML_FLUSH_FAR - (grown > 0 ? (uint64_t)grown : 0);
+    if (charged >= left) return 0;
+    t->flush_left = left;
+    return 1;
+}
+
+int ml__heap_rearm(ml_thread *t, uint64_t units, uint64_t charged)
+{
+    uint64_t cap = ML_LOAD(&heap_cap);
+    if (ml__ledger_attached() || (cap != UINT64_MAX && !far_below(cap, ML_LOAD(&live_heap))) ||
+        !rearm_far(t, charged))
+        return 0;
+    t->flush_left += units - charged; /* the caller takes the event's units off */
+    return 1;
+}
+
 static uint64_t next_interval(uint64_t cap, int64_t live, int watched)
 {
     uint64_t interval = cap == UINT64_MAX || far_below(cap, live) ? ML_FLUSH_FAR : ML_FLUSH_NEAR;
@@ -204,10 +247,13 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
      *   cannot reach the cap between them;
      * When the sum has come within the zone since the interval was armed (other threads'
      * flushes), the interval ends here: a thread that keeps allocating sees the cap near at its
-     * next event, and arms a near interval. */
-    if (t->state == ML_THREAD_READY && !watched && ml__charged_units(n, align) < t->flush_left &&
-        (cap == UINT64_MAX || far_below(cap, live)))
-        return 1;
+     * next event, and arms a near interval. When the far interval itself ran out, it is re-armed
+     * from the thread's exact growth if that is small (rearm_far), without a flush; not in a
+     * process tree, whose ledger hears of the thread's figures at its flushes. */
+    if (t->state == ML_THREAD_READY && !watched && (cap == UINT64_MAX || far_below(cap, live))) {
+        uint64_t charged = ml__charged_units(n, align);
+        if (charged < t->flush_left || (!ml__ledger_attached() && rearm_far(t, charged))) return 1;
+    }
     if (cap == UINT64_MAX) { /* an interval ends: accounting only */
         flush_reserve(t, 0, 0, INT64_MAX, &live);
         tell_ledger(t, live);
@@ -256,6 +302,12 @@ int ml__heap_admit_large(ml_thread *t, uint64_t n)
         return 0;
     t->flush_left = next_interval(cap, live, 0);
     return 1;
+}
+
+void ml__heap_flush_grown(ml_thread *t)
+{
+    if (ML_LOAD(&t->heap_reserved) != 0 || unflushed(t) >= (int64_t)ML_PEAK_BLOCK)
+        ml__heap_flush(t);
 }
 
 void ml__heap_allocated(ml_thread *t)

@@ -25,7 +25,12 @@
  * (proof: take the last admission before the moment considered, at which the sum was within the
  * cap; every thread has grown by at most R_i * F_i since its own last flush, and what it had
  * before is in the sum or reserved). F_i is ML_FLUSH_NEAR when the thread armed it within
- * ML_FLUSH_NEAR_ZONE per thread of the cap, ML_FLUSH_FAR otherwise: at most 128 KiB per thread
+ * ML_FLUSH_NEAR_ZONE per thread of the cap, ML_FLUSH_FAR otherwise. A far interval that runs out
+ * on a thread that grew by at most ML_REARM_MAX bytes since its flush (its requests replaced
+ * blocks: reallocs, allocations matched by frees) is re-armed without a flush, at ML_FLUSH_FAR
+ * units less that growth g (ml__heap_rearm): the thread's growth beyond the sum is then at most
+ * g + R_i * (ML_FLUSH_FAR - g) <= R_i * ML_FLUSH_FAR for R_i >= 1, as if it had flushed
+ * (tests/test_heap.c: cap_holds_after_reallocs_rearmed_the_intervals). At most 128 KiB per thread
  * allocating near the cap (20 KiB for requests of 64 bytes or more), and 2 MiB for a thread that
  * armed a far interval and has not allocated since. Outside the bound: aligned allocations
  * (alignment above 16) made on the fast path, whose block can be up to 16 KiB for one unit;
@@ -54,6 +59,11 @@
  * the cap. */
 #define ML_HEAP_LAG_MAX (ML_HEAP_RATIO * ML_FLUSH_FAR)
 #define ML_FLUSH_NEAR_ZONE ML_HEAP_LAG_MAX
+/* A far interval that ran out is re-armed without a flush while the thread's growth not yet in
+ * the sum is at most this many bytes (ml__heap_admit): the interval it then arms is the far one
+ * less the growth, at least 3/4 of it. A thread whose requests add to its heap ends its
+ * interval with more growth than this, and flushes. */
+#define ML_REARM_MAX (ML_FLUSH_FAR / 4)
 /* Global-memory tasks (task.c) need the live heap close to exact: while one runs (the count is
  * above zero), every thread flushes at each event and at least every ML_FLUSH_WATCHED units. The
  * count lives here, where the intervals are chosen; task.c moves it by +1/-1. */
@@ -66,13 +76,21 @@ static inline int ml__heap_watched(void) /* read at every event: inline */
 /* The peak is re-checked against a reconcile whenever it grows by this much. */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
 /* A block of this many bytes or more that took the slow path is flushed as soon as allocated,
- * so that the peak sees it even if it is freed before the thread's next event. */
+ * so that the peak sees it even if it is freed before the thread's next event
+ * (ml__heap_flush_grown). */
 #define ML_PEAK_BLOCK ((uint64_t)64 << 10)
 
 /* Adds the calling thread's balance change since its last flush to the process's live heap, and
  * settles its reservation (the block admitted at its last event, allocated or not since). Owner
  * thread, outside an allocation (after jemalloc returned). */
 void ml__heap_flush(ml_thread *t);
+/* After an allocation of ML_PEAK_BLOCK bytes or more that took the slow path (ml__event_after):
+ * flushes the thread if its growth not yet in the sum is ML_PEAK_BLOCK or more, or it holds a
+ * reservation, so that the peak sees the block even if it is freed before the thread's next
+ * event. A realloc that grew its block by less (in place, or into a block of about the same
+ * size) leaves the sum alone: the old block was in it, and the growth is within the thread's lag.
+ * Owner thread, outside an allocation, not busy. */
+void ml__heap_flush_grown(ml_thread *t);
 /* Flushes every registered thread (reads their counters), making the live heap exact up to
  * allocations in flight. Takes the registry lock. */
 void ml__heap_reconcile(void);
@@ -91,6 +109,15 @@ void ml__heap_reconcile_locked(void);
  * allocation does not go ahead). Preconditions: busy; n <= 2^47. */
 int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
 
+/* At an event that the far interval's end alone would make a full one (event.c's short path:
+ * no flush is due but the interval's): re-arms the interval from the thread's exact growth not
+ * yet in the sum, as ml__heap_admit's far shortcut does, when the heap is far below the cap (or
+ * has none), the thread grew by at most ML_REARM_MAX and the request at hand (`charged` of the
+ * event's `units`) fits in the new interval; not in a process tree. Sets t->flush_left so that
+ * taking the event's units off it leaves the new interval less the request. Returns 0, having
+ * changed nothing, when the thread must take the full event (and flush). Preconditions: busy,
+ * READY, no global-memory task. */
+int ml__heap_rearm(ml_thread *t, uint64_t units, uint64_t charged);
 /* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
  * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
  * reserves the block's usable size in the live heap if that keeps it within the cap, in one

@@ -95,21 +95,126 @@ Test(heap_unit, far_below_the_cap_a_request_inside_the_interval_is_admitted_with
     cr_expect_eq(t->heap_reserved, 0);
 }
 
+/* The thread's growth not yet in the sum, in these tests, when the interval that runs out must
+ * end in a flush: more than ML_REARM_MAX. */
+#define GROWN (ML_REARM_MAX + 1000)
+
 Test(heap_unit, the_request_that_ends_an_interval_flushes_reserves_its_block_and_arms_the_next)
 {
     ml__heap_set_cap(64 * MIB);
     ml_thread *t = fake(0, 1000);
-    fake_allocated[0] = 50000;
+    fake_allocated[0] = GROWN;
     /* 1000 bytes are 1001 units: more than the 1000 left. */
     cr_expect(ml__heap_admit(t, 1000, 0, NULL));
     cr_expect_eq(t->heap_reserved, 1024, "malloc(1000) gets 1024 usable bytes");
-    cr_expect_eq(ml__heap_live(), 50000 + 1024);
+    cr_expect_eq(ml__heap_live(), GROWN + 1024);
     cr_expect_eq(t->flush_left, ML_FLUSH_FAR);
     /* jemalloc allocates the block; the flush after it settles the reservation. */
     fake_allocated[0] += 1024;
     ml__heap_flush(t);
     cr_expect_eq(t->heap_reserved, 0);
-    cr_expect_eq(ml__heap_live(), 50000 + 1024);
+    cr_expect_eq(ml__heap_live(), GROWN + 1024);
+}
+
+/* The same interval's end when the thread has grown little since its flush (its requests replaced
+ * blocks: reallocs, frees): re-armed from the exact growth, at ML_FLUSH_FAR units less the
+ * growth, without a flush, so the thread's lag stays within R * ML_FLUSH_FAR for requests of any
+ * ratio R >= 1. */
+Test(heap_unit, an_interval_that_ends_with_little_growth_is_rearmed_from_it_without_a_flush)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 1000);
+    fake_allocated[0] = 900 * KIB; /* 880 KiB freed again: 20 KiB of growth */
+    fake_deallocated[0] = 880 * KIB;
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 0, "no flush");
+    cr_expect_eq(t->heap_reserved, 0, "no reservation");
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR - 20 * KIB);
+    /* Growth at most ML_REARM_MAX is re-armed; beyond it the thread flushes. */
+    fake_allocated[0] = 880 * KIB + ML_REARM_MAX;
+    t->flush_left = 10;
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 0);
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR - ML_REARM_MAX);
+    fake_allocated[0] += 1;
+    t->flush_left = 10;
+    cr_expect(ml__heap_admit(t, 1000, 0, NULL));
+    cr_expect_eq(ml__heap_live(), ML_REARM_MAX + 1 + 1024, "flushed and reserved");
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR);
+}
+
+/* A thread that freed more than it allocated since its flush is re-armed a whole far interval,
+ * not more; a request that does not fit in the re-armed interval is checked and reserved. */
+Test(heap_unit, a_rearmed_interval_is_at_most_a_far_one_and_must_hold_the_request)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 0);
+    fake_allocated[0] = 4 * MIB;
+    ml__heap_flush(t);
+    fake_deallocated[0] = 3 * MIB;
+    t->flush_left = 5;
+    cr_expect(ml__heap_admit(t, 100, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 4 * MIB, "no flush");
+    cr_expect_eq(t->flush_left, ML_FLUSH_FAR);
+    /* 300 KiB: more units than a far interval. */
+    t->flush_left = 5;
+    cr_expect(ml__heap_admit(t, 300 * KIB, 0, NULL));
+    cr_expect_eq(t->heap_reserved, (int64_t)mlje_nallocx(300 * KIB, 0));
+    cr_expect_eq(ml__heap_live(), MIB + mlje_nallocx(300 * KIB, 0));
+}
+
+/* The event's short path re-arms the same way (ml__heap_rearm): the interval is set so that
+ * taking the event's units off leaves the re-armed interval less the request; near the cap, or
+ * with too much growth, it declines and changes nothing. */
+Test(heap_unit, the_short_path_rearms_far_below_the_cap_only)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 1000);
+    fake_allocated[0] = 30 * KIB;
+    fake_deallocated[0] = 20 * KIB;
+    /* 1500 units since arming, 1001 of them the request at hand (1000 bytes). */
+    cr_expect(ml__heap_rearm(t, 1500, 1001));
+    cr_expect_eq(t->flush_left - 1500, ML_FLUSH_FAR - 10 * KIB - 1001);
+    cr_expect_eq(ml__heap_live(), 0, "no flush");
+    fake_allocated[0] += ML_REARM_MAX;
+    t->flush_left = 1000;
+    cr_expect_not(ml__heap_rearm(t, 1500, 1001), "grew by more than ML_REARM_MAX");
+    cr_expect_eq(t->flush_left, 1000);
+    fake_allocated[0] -= ML_REARM_MAX;
+    ml__heap_set_cap(ZONE);
+    cr_expect_not(ml__heap_rearm(t, 1500, 1001), "near the cap");
+    cr_expect_eq(t->flush_left, 1000);
+}
+
+/* Counters that went back (jemalloc recreating a thread's state after its teardown) are settled
+ * only by a flush: the interval's end flushes. */
+Test(heap_unit, counters_that_went_back_end_the_interval_in_a_flush)
+{
+    ml__heap_set_cap(64 * MIB);
+    ml_thread *t = fake(0, 0);
+    fake_allocated[0] = 4000;
+    ml__heap_flush(t);
+    fake_allocated[0] = 100; /* went back: 4000 + 100 in all */
+    t->flush_left = 5;
+    cr_expect(ml__heap_admit(t, 100, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 4100 + 112, "flushed, and the block reserved");
+}
+
+/* After a slow-path allocation of 64 KiB or more: a flush when the thread grew by that much (a
+ * new block), none for a realloc that grew its block a little (the old block is in the sum). */
+Test(heap_unit, after_a_large_block_the_thread_flushes_only_if_it_grew_by_one)
+{
+    ml_thread *t = fake(0, 0);
+    fake_allocated[0] = 100 * KIB; /* realloc(100 KiB block, 100 KiB + 64) in place */
+    ml__heap_flush(t);
+    fake_allocated[0] += 100 * KIB + 4 * KIB;
+    fake_deallocated[0] += 100 * KIB;
+    ml__heap_flush_grown(t);
+    cr_expect_eq(ml__heap_live(), 100 * KIB, "a growth of 4 KiB is not flushed");
+    fake_allocated[0] += ML_PEAK_BLOCK - 4 * KIB;
+    ml__heap_flush_grown(t);
+    cr_expect_eq(ml__heap_live(), 100 * KIB + ML_PEAK_BLOCK, "a growth of 64 KiB is");
+    cr_expect_eq(ml__heap_peak(), 100 * KIB + ML_PEAK_BLOCK);
 }
 
 Test(heap_unit, a_large_block_is_reserved_with_one_flush_and_marked_without_another)
@@ -185,9 +290,9 @@ Test(heap_unit, the_interval_is_counted_in_units_so_zero_byte_requests_end_it)
 {
     ml__heap_set_cap(64 * MIB);
     ml_thread *t = fake(0, 1);
-    fake_allocated[0] = 8000; /* a thousand malloc(0), 8 usable bytes each */
+    fake_allocated[0] = 8 * GROWN; /* malloc(0)s, 8 usable bytes each */
     cr_expect(ml__heap_admit(t, 0, 0, NULL));
-    cr_expect_eq(ml__heap_live(), 8000 + 8, "malloc(0) is one unit, the last one left");
+    cr_expect_eq(ml__heap_live(), 8 * GROWN + 8, "malloc(0) is one unit, the last one left");
 }
 
 Test(heap_unit, near_the_cap_every_event_flushes_and_arms_the_near_interval)
@@ -267,9 +372,9 @@ Test(heap_unit, aligned_requests_are_admitted_on_their_charged_units)
     cr_expect_eq(t->heap_reserved, 0, "memalign(4096, 0): 4097 units fit in the interval");
     cr_expect(ml__heap_admit(t, 0, 16, NULL));
     cr_expect_eq(t->heap_reserved, 0, "alignment 16: the far shortcut");
-    cr_expect(ml__heap_admit(t, 0, (size_t)1 << 17, NULL));
-    cr_expect_eq(t->heap_reserved, (int64_t)mlje_nallocx(1, MLJE_MALLOCX_ALIGN((size_t)1 << 17)),
-                 "memalign(128 KiB, 0): 131073 units past the interval, checked and reserved "
+    cr_expect(ml__heap_admit(t, 0, (size_t)1 << 19, NULL));
+    cr_expect_eq(t->heap_reserved, (int64_t)mlje_nallocx(1, MLJE_MALLOCX_ALIGN((size_t)1 << 19)),
+                 "memalign(512 KiB, 0): 524289 units past a far interval, checked and reserved "
                  "(reserved %lld)",
                  (long long)t->heap_reserved);
 }
@@ -558,14 +663,15 @@ static long long field(const char *text, const char *key)
  * otherwise: a thread descheduled in the middle of a far interval may resume it at the cap.
  * `sample`: MEMLIMITS_SAMPLE; at 1T the sampler makes no events, so the threads run their whole
  * flush intervals unchecked: the worst case. */
-static void fill(int threads, int rounds, const char *size, uint64_t cap, const char *sample)
+static void fill_after(int threads, int rounds, const char *size, uint64_t cap, const char *sample,
+                       const char *churn)
 {
     char nthreads[16], nrounds[16], heap[64], mean[64];
     snprintf(nthreads, sizeof nthreads, "%d", threads);
     snprintf(nrounds, sizeof nrounds, "%d", rounds);
     snprintf(heap, sizeof heap, "MEMLIMITS_HEAP=%llu", (unsigned long long)cap);
     snprintf(mean, sizeof mean, "MEMLIMITS_SAMPLE=%s", sample);
-    const char *args[] = {nthreads, nrounds, size, "20240509", NULL};
+    const char *args[] = {nthreads, nrounds, size, "20240509", churn, NULL};
     const char *env[] = {heap, mean, "MEMLIMITS_SEED=7", NULL};
     ml_child c;
     run("heap_fill", args, env, &c);
@@ -587,6 +693,19 @@ static void fill(int threads, int rounds, const char *size, uint64_t cap, const 
                  -min_excess, c.out);
     cr_expect_eq(field(c.out, "bad"), 0, "a thread stopped without ENOMEM\n%s", c.out);
     ml_child_free(&c);
+}
+
+static void fill(int threads, int rounds, const char *size, uint64_t cap, const char *sample)
+{
+    fill_after(threads, rounds, size, cap, sample, NULL);
+}
+
+/* Threads that first made many intervals of reallocs that add nothing to the heap (re-armed
+ * from their growth, not flushed): the fill that follows keeps the same bound. */
+Test(heap, cap_holds_after_reallocs_rearmed_the_intervals)
+{
+    fill_after(4, 20, "1000", 64 * MIB, "1T", "3000");
+    fill_after(4, 20, "mix", 64 * MIB, "1T", "3000");
 }
 
 Test(heap, cap_holds_for_2_threads_released_together)

@@ -1,7 +1,7 @@
 /* Target for tests/test_heap.c: the heap cap under contention (issue 9), measured on the blocks
  * themselves. Run preloaded under MEMLIMITS_HEAP.
  *
- * usage: heap_fill THREADS ROUNDS SIZE|mix SEED
+ * usage: heap_fill THREADS ROUNDS SIZE|mix SEED [CHURN]
  *
  * Each round starts THREADS new threads; they park at a barrier, the main thread reads the live
  * heap (ml_heap_live, exact while every thread is parked: the baseline), then releases them
@@ -9,7 +9,10 @@
  * of what it got; then the threads stop at a second barrier, the main thread adds the baseline
  * to their sums, and the threads free everything and exit. SIZE: every request is SIZE bytes;
  * `mix`: each request is drawn from MIX_SIZES by a per-thread generator seeded from SEED, the
- * round and the thread.
+ * round and the thread. CHURN (default 0): before parking, each thread reallocs one block CHURN
+ * times between 1000 and 1064 bytes, and frees it: many flush intervals of units that add nothing
+ * to the heap, which memlimits re-arms without flushing (lib/heap.c), so that the fill starts in
+ * a re-armed interval.
  *
  * Prints, over all rounds: "rounds R", "max_excess E" and "min_excess M" (baseline + blocks - cap,
  * signed), "max_usable U" (the largest block a request of the run can get), and "bad B", the
@@ -42,7 +45,7 @@ typedef struct worker {
 
 static worker workers[MAX_THREADS];
 static pthread_barrier_t parked, released, filled, done;
-static size_t fixed_size;
+static size_t fixed_size, churn;
 static int mix;
 
 static size_t next_size(worker *w)
@@ -55,6 +58,13 @@ static size_t next_size(worker *w)
 static void *fill(void *arg)
 {
     worker *w = arg;
+    void *q = NULL;
+    for (size_t i = 0; i < churn; i++) {
+        void *grown = realloc(q, 1000 + (i % 65));
+        if (grown == NULL) abort();
+        q = grown;
+    }
+    free(q);
     pthread_barrier_wait(&parked);
     pthread_barrier_wait(&released);
     while (w->count < w->capacity) {
@@ -77,7 +87,8 @@ static void *fill(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) return 2;
+    if (argc != 5 && argc != 6) return 2;
+    churn = argc == 6 ? strtoull(argv[5], NULL, 10) : 0;
     int threads = atoi(argv[1]), rounds = atoi(argv[2]);
     uint64_t seed = strtoull(argv[4], NULL, 10);
     mix = strcmp(argv[3], "mix") == 0;
