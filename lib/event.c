@@ -322,10 +322,7 @@ void ml__event_refund(uint64_t n)
 static ML_NOINLINE void flush_after(ml_thread *t)
 {
     if (!ml__busy_enter(t)) return;
-    if (ml__ledger_attached())
-        ml__heap_flush(t);
-    else
-        ml__heap_flush_grown(t);
+    ml__heap_flush(t);
     ml__busy_leave(t);
 }
 
@@ -335,12 +332,14 @@ void ml__event_after(uint64_t n)
     /* A reservation is marked allocated (heap.h: it stays in the sum until a flush settles it,
      * and the peak sees it now); in a process tree, whose ledger hears of the figures at
      * flushes, it is flushed. A large block without one is flushed if it grew the thread by
-     * that much (ml__heap_flush_grown: not a realloc that grew it a little), so that the peak
+     * that much (ml__heap_unflushed: not a realloc that grew it a little), so that the peak
      * sees it even if it is freed before the thread's next event. Both out of line: this is
      * called after every admitted allocation of the slow path. */
     int64_t reserved = ML_LOAD(&t->heap_reserved);
     if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
     if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;
+    if (reserved == 0 && !ml__ledger_attached() && ml__heap_unflushed(t) < (int64_t)ML_PEAK_BLOCK)
+        return; /* a realloc that grew its block by less */
     flush_after(t);
 }
 

@@ -21,7 +21,7 @@ static uint64_t peak_checked; /* live_heap at the last reconcile made for the pe
 static uint64_t heap_cap = UINT64_MAX;
 int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
 
-#define REPORTED_LOCKED INT64_MIN
+#define REPORTED_LOCKED ML_REPORTED_LOCKED
 
 /* Takes t's flush lock; returns its reported balance. The holder reads two counters and makes
  * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
@@ -176,20 +176,6 @@ static int far_below(uint64_t cap, int64_t live)
     return (uint64_t)live < cap && cap - (uint64_t)live > zone;
 }
 
-/* The owner's growth not yet in the sum: its balance now, less what the sum holds of it (its
- * reported balance and its reservation). Read without the flush lock: INT64_MAX when a reconcile
- * holds it, or when jemalloc's counters went back (own_balance, which only a flush may settle). A
- * reconcile that takes the lock after the read only brings the sum closer: the thread allocates
- * nothing meanwhile (it is in its event), so what it grows from then on is all after it. */
-static int64_t unflushed(const ml_thread *t)
-{
-    int64_t reported = __atomic_load_n(&t->reported, __ATOMIC_ACQUIRE);
-    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
-    if (reported == REPORTED_LOCKED || a < t->seen_allocated || d < t->seen_deallocated)
-        return INT64_MAX;
-    return (int64_t)(t->balance_base + a - d) - reported - ML_LOAD(&t->heap_reserved);
-}
-
 /* A far interval ran out (the request at hand, `charged` units, does not fit in what is left of
  * it): instead of a flush, re-arms it from the thread's exact growth not yet in the sum, when
  * that growth is at most ML_REARM_MAX bytes. A thread whose requests mostly replace blocks
@@ -201,7 +187,7 @@ static int64_t unflushed(const ml_thread *t)
  * thread must flush. */
 static int rearm_far(ml_thread *t, uint64_t charged)
 {
-    int64_t grown = unflushed(t);
+    int64_t grown = ml__heap_unflushed(t);
     if (grown > (int64_t)ML_REARM_MAX) return 0;
     uint64_t left = ML_FLUSH_FAR - (grown > 0 ? (uint64_t)grown : 0);
     if (charged >= left) return 0;
@@ -302,12 +288,6 @@ int ml__heap_admit_large(ml_thread *t, uint64_t n)
         return 0;
     t->flush_left = next_interval(cap, live, 0);
     return 1;
-}
-
-void ml__heap_flush_grown(ml_thread *t)
-{
-    if (ML_LOAD(&t->heap_reserved) != 0 || unflushed(t) >= (int64_t)ML_PEAK_BLOCK)
-        ml__heap_flush(t);
 }
 
 void ml__heap_allocated(ml_thread *t)

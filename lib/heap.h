@@ -77,20 +77,34 @@ static inline int ml__heap_watched(void) /* read at every event: inline */
 #define ML_PEAK_RECHECK ((uint64_t)1 << 20)
 /* A block of this many bytes or more that took the slow path is flushed as soon as allocated,
  * so that the peak sees it even if it is freed before the thread's next event
- * (ml__heap_flush_grown). */
+ * (a realloc only if it grew the thread by that much: ml__heap_unflushed). */
 #define ML_PEAK_BLOCK ((uint64_t)64 << 10)
 
 /* Adds the calling thread's balance change since its last flush to the process's live heap, and
  * settles its reservation (the block admitted at its last event, allocated or not since). Owner
  * thread, outside an allocation (after jemalloc returned). */
 void ml__heap_flush(ml_thread *t);
-/* After an allocation of ML_PEAK_BLOCK bytes or more that took the slow path (ml__event_after):
- * flushes the thread if its growth not yet in the sum is ML_PEAK_BLOCK or more, or it holds a
- * reservation, so that the peak sees the block even if it is freed before the thread's next
- * event. A realloc that grew its block by less (in place, or into a block of about the same
- * size) leaves the sum alone: the old block was in it, and the growth is within the thread's lag.
- * Owner thread, outside an allocation, not busy. */
-void ml__heap_flush_grown(ml_thread *t);
+/* `reported` while a flush holds it as a lock (heap.c). */
+#define ML_REPORTED_LOCKED INT64_MIN
+/* The owner's growth not yet in the sum: its balance now, less what the sum holds of it (its
+ * reported balance and its reservation). Read without the flush lock: INT64_MAX when a flush or
+ * a reconcile holds it, or when jemalloc's counters went back (which only a flush may settle). A
+ * reconcile that takes the lock after the read only brings the sum closer: the owner allocates
+ * nothing meanwhile, so what it grows from then on is all after it. Used to re-arm a far
+ * interval without a flush (ml__heap_rearm), and after an allocation of ML_PEAK_BLOCK bytes or
+ * more that took the slow path without a reservation (ml__event_after), which flushes only when
+ * this is ML_PEAK_BLOCK or more (a new large block, not a realloc that grew its block a little:
+ * the old block is in the sum), so that the peak sees the block even if it is freed before the
+ * thread's next event. Owner thread, outside an allocation; inline (after every large slow-path
+ * allocation). */
+static inline int64_t ml__heap_unflushed(const ml_thread *t)
+{
+    int64_t reported = __atomic_load_n(&t->reported, __ATOMIC_ACQUIRE);
+    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
+    if (reported == ML_REPORTED_LOCKED || a < t->seen_allocated || d < t->seen_deallocated)
+        return INT64_MAX;
+    return (int64_t)(t->balance_base + a - d) - reported - ML_LOAD(&t->heap_reserved);
+}
 /* Flushes every registered thread (reads their counters), making the live heap exact up to
  * allocations in flight. Takes the registry lock. */
 void ml__heap_reconcile(void);

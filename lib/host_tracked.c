@@ -268,11 +268,19 @@ void ml__host_tracked_thread_exit(void)
     stash.releasing = 0;
 }
 
+/* A tracked large block's free: its callbacks are queued, then jemalloc frees it. Out of line,
+ * so that an untracked block's free is the range check and a jump. */
+static ML_NOINLINE ML_COLD void large_dalloc_tracked(void *tsdn, void *edata, void *addr)
+{
+    on_free(ml__host_tracked_key(addr));
+    je_large_dalloc(tsdn, edata);
+}
+
 void ml__host_large_dalloc(void *tsdn, void *edata)
 {
     void *addr;
     memcpy(&addr, (char *)edata + EDATA_ADDR_OFFSET, sizeof addr);
-    if (ML_UNLIKELY(ml__in_tracked_range(addr))) on_free(ml__host_tracked_key(addr));
+    if (ML_UNLIKELY(ml__in_tracked_range(addr))) return large_dalloc_tracked(tsdn, edata, addr);
     je_large_dalloc(tsdn, edata);
 }
 

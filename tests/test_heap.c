@@ -200,21 +200,29 @@ Test(heap_unit, counters_that_went_back_end_the_interval_in_a_flush)
     cr_expect_eq(ml__heap_live(), 4100 + 112, "flushed, and the block reserved");
 }
 
-/* After a slow-path allocation of 64 KiB or more: a flush when the thread grew by that much (a
- * new block), none for a realloc that grew its block a little (the old block is in the sum). */
-Test(heap_unit, after_a_large_block_the_thread_flushes_only_if_it_grew_by_one)
+/* After a slow-path allocation of 64 KiB or more, event.c flushes when the thread grew by that
+ * much (a new block), not for a realloc that grew its block a little (the old block is in the
+ * sum): the growth it reads. */
+Test(heap_unit, after_a_large_block_the_growth_not_yet_in_the_sum_is_read_exactly)
 {
     ml_thread *t = fake(0, 0);
     fake_allocated[0] = 100 * KIB; /* realloc(100 KiB block, 100 KiB + 64) in place */
     ml__heap_flush(t);
     fake_allocated[0] += 100 * KIB + 4 * KIB;
     fake_deallocated[0] += 100 * KIB;
-    ml__heap_flush_grown(t);
-    cr_expect_eq(ml__heap_live(), 100 * KIB, "a growth of 4 KiB is not flushed");
+    cr_expect_eq(ml__heap_unflushed(t), 4 * KIB, "a growth of 4 KiB: no flush");
     fake_allocated[0] += ML_PEAK_BLOCK - 4 * KIB;
-    ml__heap_flush_grown(t);
-    cr_expect_eq(ml__heap_live(), 100 * KIB + ML_PEAK_BLOCK, "a growth of 64 KiB is");
-    cr_expect_eq(ml__heap_peak(), 100 * KIB + ML_PEAK_BLOCK);
+    cr_expect_eq(ml__heap_unflushed(t), ML_PEAK_BLOCK, "a growth of 64 KiB: a flush");
+    /* What a reservation holds is in the sum. */
+    t->heap_reserved = 16 * KIB;
+    cr_expect_eq(ml__heap_unflushed(t), ML_PEAK_BLOCK - 16 * KIB);
+    t->heap_reserved = 0;
+    /* A flush in progress, or counters that went back: unknown, so a flush. */
+    t->reported = ML_REPORTED_LOCKED;
+    cr_expect_eq(ml__heap_unflushed(t), INT64_MAX);
+    t->reported = 100 * KIB;
+    fake_allocated[0] = 50 * KIB; /* below the 100 KiB the flush saw */
+    cr_expect_eq(ml__heap_unflushed(t), INT64_MAX);
 }
 
 Test(heap_unit, a_large_block_is_reserved_with_one_flush_and_marked_without_another)
