@@ -178,17 +178,18 @@ static int far_below(uint64_t cap, int64_t live)
 
 /* A far interval ran out (the request at hand, `charged` units, does not fit in what is left of
  * it): instead of a flush, re-arms it from the thread's exact growth not yet in the sum, when
- * that growth is at most ML_REARM_MAX bytes. A thread whose requests mostly replace blocks
+ * that growth is within ML_REARM_MAX bytes of zero. A thread whose requests mostly replace blocks
  * (reallocs, allocations matched by frees) grows far less than its units allow, and its next
  * flush waits until it has really grown. The interval armed is ML_FLUSH_FAR less the growth,
  * counting a byte as a unit, so the bound of heap.h holds as for a flushed interval: the
  * thread's growth beyond the sum is `grown` now plus at most R_i bytes per unit of what is left,
- * at most R_i * ML_FLUSH_FAR for a ratio R_i >= 1. Returns 0, having changed nothing, when the
- * thread must flush. */
+ * at most R_i * ML_FLUSH_FAR for a ratio R_i >= 1. A thread that freed more than ML_REARM_MAX
+ * since its flush flushes, as before, so that the sum does not keep its freed blocks for long.
+ * Returns 0, having changed nothing, when the thread must flush. */
 static int rearm_far(ml_thread *t, uint64_t charged)
 {
     int64_t grown = ml__heap_unflushed(t);
-    if (grown > (int64_t)ML_REARM_MAX) return 0;
+    if (grown > (int64_t)ML_REARM_MAX || grown < -(int64_t)ML_REARM_MAX) return 0;
     uint64_t left = ML_FLUSH_FAR - (grown > 0 ? (uint64_t)grown : 0);
     if (charged >= left) return 0;
     t->flush_left = left;

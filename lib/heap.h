@@ -60,9 +60,9 @@
 #define ML_HEAP_LAG_MAX (ML_HEAP_RATIO * ML_FLUSH_FAR)
 #define ML_FLUSH_NEAR_ZONE ML_HEAP_LAG_MAX
 /* A far interval that ran out is re-armed without a flush while the thread's growth not yet in
- * the sum is at most this many bytes (ml__heap_admit): the interval it then arms is the far one
- * less the growth, at least 3/4 of it. A thread whose requests add to its heap ends its
- * interval with more growth than this, and flushes. */
+ * the sum is within this many bytes of zero (ml__heap_admit): the interval it then arms is the
+ * far one less the growth, at least 3/4 of it. A thread whose requests add to its heap ends its
+ * interval with more growth than this, and one that freed more flushes its frees. */
 #define ML_REARM_MAX (ML_FLUSH_FAR / 4)
 /* Global-memory tasks (task.c) need the live heap close to exact: while one runs (the count is
  * above zero), every thread flushes at each event and at least every ML_FLUSH_WATCHED units. The

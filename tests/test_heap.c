@@ -143,15 +143,16 @@ Test(heap_unit, an_interval_that_ends_with_little_growth_is_rearmed_from_it_with
     cr_expect_eq(t->flush_left, ML_FLUSH_FAR);
 }
 
-/* A thread that freed more than it allocated since its flush is re-armed a whole far interval,
- * not more; a request that does not fit in the re-armed interval is checked and reserved. */
+/* A thread that freed a little more than it allocated since its flush is re-armed a whole far
+ * interval, not more; one that freed more than ML_REARM_MAX flushes its frees; a request that
+ * does not fit in the re-armed interval is checked and reserved. */
 Test(heap_unit, a_rearmed_interval_is_at_most_a_far_one_and_must_hold_the_request)
 {
     ml__heap_set_cap(64 * MIB);
     ml_thread *t = fake(0, 0);
     fake_allocated[0] = 4 * MIB;
     ml__heap_flush(t);
-    fake_deallocated[0] = 3 * MIB;
+    fake_deallocated[0] = ML_REARM_MAX;
     t->flush_left = 5;
     cr_expect(ml__heap_admit(t, 100, 0, NULL));
     cr_expect_eq(ml__heap_live(), 4 * MIB, "no flush");
@@ -160,7 +161,14 @@ Test(heap_unit, a_rearmed_interval_is_at_most_a_far_one_and_must_hold_the_reques
     t->flush_left = 5;
     cr_expect(ml__heap_admit(t, 300 * KIB, 0, NULL));
     cr_expect_eq(t->heap_reserved, (int64_t)mlje_nallocx(300 * KIB, 0));
-    cr_expect_eq(ml__heap_live(), MIB + mlje_nallocx(300 * KIB, 0));
+    cr_expect_eq(ml__heap_live(), 4 * MIB - ML_REARM_MAX + mlje_nallocx(300 * KIB, 0));
+    fake_allocated[0] += mlje_nallocx(300 * KIB, 0);
+    ml__heap_flush(t);
+    fake_deallocated[0] += ML_REARM_MAX + 1;
+    t->flush_left = 5;
+    cr_expect(ml__heap_admit(t, 100, 0, NULL));
+    cr_expect_eq(ml__heap_live(), 4 * MIB - 2 * ML_REARM_MAX - 1 + mlje_nallocx(300 * KIB, 0) + 112,
+                 "the frees flushed");
 }
 
 /* The event's short path re-arms the same way (ml__heap_rearm): the interval is set so that
