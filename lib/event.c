@@ -164,9 +164,10 @@ static ml_verdict decide(ml_thread *t, uint64_t n, size_t align, void *old)
 /* The common event: the countdown ran out on the sampler's component alone (or early on the
  * lease's, which counts bytes, each allocation having taken one unit more). No flush is due
  * (the units fit in the interval, or the far interval ran out on a thread that grew little and
- * ml__heap_rearm re-armed it), the lease covers the bytes, no task runs, no global-memory task
- * watches the heap, and no profile samples the allocation or has anything else to do
- * (ml__memprof_pass, which then moves the profiles' streams past the units and sets *profiles
+ * ml__heap_rearm re-armed it), the lease covers the bytes (or was extended to, as decide would:
+ * a lease that cannot be leaves the decision, and the firing, to event_full), no task runs, no
+ * global-memory task watches the heap, and no profile samples the allocation or has anything else
+ * to do (ml__memprof_pass, which then moves the profiles' streams past the units and sets *profiles
  * to their component of the next arming), so the allocation needs no decision: it lies within
  * the flush interval as a fast-path allocation would, and the heap cap's bound covers it the
  * same way (heap.h: an interval armed far below the cap is the far tier). Only the counts, the
@@ -178,7 +179,8 @@ static inline int only_sampler(ml_thread *t, uint64_t spent, uint64_t units, uin
 {
     /* n past the address space charges units that wrap (SIZE_MAX: 2^64): decide refuses it. */
     return t->state == ML_THREAD_READY && t->task == NULL && n <= ML_MAX_REQUEST &&
-           spent <= t->lease_left && !ml__heap_watched() &&
+           !ml__heap_watched() &&
+           (spent <= t->lease_left || ml__budget_extend(t, spent - t->lease_left)) &&
            (units < t->flush_left || ml__heap_rearm(t, units, charged)) &&
            (!ML_MEMPROF_STARTED() || (*profiles = ml__memprof_pass(units)) != 0);
 }

@@ -135,6 +135,23 @@ Test(event, the_budget_fires_its_action_at_the_crossing_allocation, .exit_code =
     cr_assert_fail("the budget did not fire");
 }
 
+/* Leases that run out on events with nothing else to decide are extended on the short path
+ * (event.c's only_sampler), and shrink as the budget runs out (1/16 of what is left): many ends,
+ * many of them on sampler events; the budget still fires at exactly the crossing allocation. */
+Test(event, the_budget_fires_at_the_crossing_allocation_after_many_lease_ends, .exit_code = 124)
+{
+    ml__budget_set(4000000);
+    ml__sampler_set_mean(4096);
+    ml__thread_ensure();
+    for (int i = 0; i < 39999; i++)
+        mlje_free(allocate(100));
+    cr_assert_eq(allocated_now(), 3999900);
+    mlje_free(allocate(100)); /* exactly the budget: still allowed */
+    allocate(0);              /* adds nothing: still allowed */
+    allocate(1);              /* crosses it: the default action is exit:124 */
+    cr_assert_fail("the budget did not fire");
+}
+
 /* Large blocks (ML_PEAK_BLOCK bytes or more) take their own one-pass event (event.c's
  * event_large): the same limits, decided at the same allocation. */
 Test(event, the_budget_fires_at_the_crossing_large_block, .exit_code = 124)
