@@ -19,7 +19,7 @@ uint64_t ml__budget_total(void);
 /* Makes t's lease cover an allocation of `need` bytes more than it holds, topped up for the
  * allocations that follow. Returns 0 if the pool cannot cover it: the budget is exceeded. Inline:
  * every block larger than a lease extends it (event.c). */
-extern uint64_t ml__budget_pool; /* bytes not leased to any thread */
+extern ML_HIDDEN uint64_t ml__budget_pool; /* bytes not leased to any thread */
 static inline int ml__budget_lease_pool(ml_thread *t, uint64_t need)
 {
     uint64_t have = ML_LOAD(&ml__budget_pool), take;

@@ -263,8 +263,8 @@ static ML_NOINLINE ml_verdict event_any(ml_thread *t, uint64_t n, size_t align, 
 static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
 {
     if (!ml__busy_enter(t)) return ML_ALLOW;
-    if (ML_UNLIKELY(n > ML_MAX_REQUEST || t->state != ML_THREAD_READY || t->task != NULL ||
-                    ml__heap_watched() || ML_MEMPROF_STARTED() || ml__ledger_attached()))
+    if (ML_UNLIKELY(t->state != ML_THREAD_READY || t->task != NULL || ml__heap_watched() ||
+                    ML_MEMPROF_STARTED() || ml__ledger_attached()))
         return event_any(t, n, 0, NULL);
     uint64_t units = ml__units_since_arm(t), lease = t->lease_left;
     uint64_t spent = ml__bytes_of_units(t, units);
@@ -288,7 +288,10 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
 ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    if (n >= ML_PEAK_BLOCK && (align | (uintptr_t)old) == 0) return event_large(t, n);
+    /* One compare for both ends: requests past the address space take the ordinary paths,
+     * whose decision refuses them. */
+    if (n - ML_PEAK_BLOCK <= ML_MAX_REQUEST - ML_PEAK_BLOCK && (align | (uintptr_t)old) == 0)
+        return event_large(t, n);
     if (!ml__busy_enter(t)) return ML_ALLOW;
     return event_ordinary(t, n, align, old);
 }

@@ -1,6 +1,6 @@
 /* Live and peak heap, and the hard cap (see heap.h for the bound and its proof).
  *
- * live_heap is the sum over threads of `reported` (the balance a thread last added) and
+ * ml__heap_sum is the sum over threads of `reported` (the balance a thread last added) and
  * `heap_reserved` (the block admitted at its last event, not yet flushed; a reconcile settles it
  * once the owner has marked it allocated, ml__heap_allocated). A thread's flushes,
  * its own and a reconcile's, are serialised by a one-word lock in `reported` (REPORTED_LOCKED
@@ -15,9 +15,9 @@
 #include "host.h"
 #include "ledger.h"
 
-static int64_t live_heap;     /* sum of every thread's reported balance and reservation */
-static uint64_t peak_heap;    /* highest live_heap seen at a flush */
-static uint64_t peak_checked; /* live_heap at the last reconcile made for the peak */
+int64_t ml__heap_sum;         /* sum of every thread's reported balance and reservation */
+uint64_t ml__heap_peak_sum;   /* highest ml__heap_sum seen at a flush or a mark */
+static uint64_t peak_checked; /* ml__heap_sum at the last reconcile made for the peak */
 static uint64_t heap_cap = UINT64_MAX;
 int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
 
@@ -71,18 +71,18 @@ static inline int64_t own_balance(ml_thread *t)
 /* Records `live` as the peak if it is one. Frees by threads that have not flushed may make the
  * sum high: each time the peak grows by ML_PEAK_RECHECK, every thread is caught up first. No
  * flush lock may be held (the reconcile takes them all). */
-static void note_peak(int64_t live)
+void ml__heap_note_peak(int64_t live)
 {
-    uint64_t peak = ML_LOAD(&peak_heap);
+    uint64_t peak = ML_LOAD(&ml__heap_peak_sum);
     if (live <= 0 || (uint64_t)live <= peak) return;
     if ((uint64_t)live > ML_LOAD(&peak_checked) + ML_PEAK_RECHECK) {
         ml__heap_reconcile();
-        live = ML_LOAD(&live_heap);
+        live = ML_LOAD(&ml__heap_sum);
         ML_STORE(&peak_checked, live > 0 ? (uint64_t)live : 0);
     }
     while (live > 0 && (uint64_t)live > peak &&
-           !__atomic_compare_exchange_n(&peak_heap, &peak, (uint64_t)live, 1, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {
+           !__atomic_compare_exchange_n(&ml__heap_peak_sum, &peak, (uint64_t)live, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
 }
 
@@ -98,12 +98,12 @@ static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t
     int64_t old = busy ? reported_take(t) : reported_lock(t, &entered);
     int64_t balance = own_balance(t);
     int64_t delta = balance - old - ML_LOAD(&t->heap_reserved);
-    int64_t sum = ML_LOAD(&live_heap), next;
+    int64_t sum = ML_LOAD(&ml__heap_sum), next;
     int fits;
     do {
         fits = sum + delta + check <= limit;
         next = sum + delta + (fits ? reserve : 0);
-    } while (next != sum && !__atomic_compare_exchange_n(&live_heap, &sum, next, 1,
+    } while (next != sum && !__atomic_compare_exchange_n(&ml__heap_sum, &sum, next, 1,
                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     ML_STORE(&t->heap_reserved, fits ? reserve : 0);
     ML_STORE(&t->reserve_allocated, 0);
@@ -130,7 +130,7 @@ void ml__heap_flush(ml_thread *t)
     int64_t live;
     flush_reserve(t, 0, 0, INT64_MAX, &live);
     tell_ledger(t, live);
-    note_peak(live);
+    ml__heap_note_peak(live);
 }
 
 static void flush_remote(ml_thread *t, void *ctx)
@@ -153,7 +153,7 @@ static void flush_remote(ml_thread *t, void *ctx)
     uint64_t a = __atomic_load_n(t->je_allocated, __ATOMIC_ACQUIRE);
     uint64_t d = __atomic_load_n(t->je_deallocated, __ATOMIC_ACQUIRE);
     int64_t balance = (int64_t)(t->balance_base + a - d);
-    __atomic_add_fetch(&live_heap, balance - old - settled, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ml__heap_sum, balance - old - settled, __ATOMIC_RELAXED);
     reported_unlock(t, balance, entered);
 }
 
@@ -199,7 +199,7 @@ static int rearm_far(ml_thread *t, uint64_t charged)
 int ml__heap_rearm(ml_thread *t, uint64_t units, uint64_t charged)
 {
     uint64_t cap = ML_LOAD(&heap_cap);
-    if (ml__ledger_attached() || (cap != UINT64_MAX && !far_below(cap, ML_LOAD(&live_heap))) ||
+    if (ml__ledger_attached() || (cap != UINT64_MAX && !far_below(cap, ML_LOAD(&ml__heap_sum))) ||
         !rearm_far(t, charged))
         return 0;
     t->flush_left += units - charged; /* the caller takes the event's units off */
@@ -217,7 +217,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     /* In a process tree the cap is the smaller of the process's own and its room in the tree. */
     uint64_t own_cap = ML_LOAD(&heap_cap), cap = ML_MIN(own_cap, ml__ledger_heap_room());
     int watched = ml__heap_watched();
-    int64_t live = ML_LOAD(&live_heap);
+    int64_t live = ML_LOAD(&ml__heap_sum);
     /* The far shortcut, no flush and no lookup: inside an interval armed far below the cap,
      * while the sum is still more than the near zone below it. It needs no check of its own
      * (the bound in heap.h):
@@ -244,7 +244,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     if (cap == UINT64_MAX) { /* an interval ends: accounting only */
         flush_reserve(t, 0, 0, INT64_MAX, &live);
         tell_ledger(t, live);
-        note_peak(live);
+        ml__heap_note_peak(live);
         t->flush_left = next_interval(cap, live, watched);
         return 1;
     }
@@ -265,7 +265,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
             if (attempt == 0) {
                 ml__heap_reconcile();
             } else if (attempt == 1) {
-                int64_t want = ML_LOAD(&live_heap) + check;
+                int64_t want = ML_LOAD(&ml__heap_sum) + check;
                 if (cap == own_cap || want <= 0 || (uint64_t)want > own_cap ||
                     !ml__ledger_heap_grow((uint64_t)want))
                     break;
@@ -273,7 +273,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
                 limit = cap > INT64_MAX ? INT64_MAX : (int64_t)cap;
             }
         }
-        note_peak(live);
+        ml__heap_note_peak(live);
     }
     t->flush_left = 0; /* refused: the thread's next allocation is checked again */
     return 0;
@@ -289,13 +289,6 @@ int ml__heap_admit_large(ml_thread *t, uint64_t n)
         return 0;
     t->flush_left = next_interval(cap, live, 0);
     return 1;
-}
-
-void ml__heap_allocated(ml_thread *t)
-{
-    __atomic_store_n(&t->reserve_allocated, 1, __ATOMIC_RELEASE);
-    int64_t live = ML_LOAD(&live_heap);
-    if (live > 0 && (uint64_t)live > ML_LOAD(&peak_heap)) note_peak(live);
 }
 
 void ml__heap_watch(int delta)
@@ -315,11 +308,11 @@ uint64_t ml__heap_cap(void)
 
 uint64_t ml__heap_live(void)
 {
-    int64_t live = ML_LOAD(&live_heap);
+    int64_t live = ML_LOAD(&ml__heap_sum);
     return live > 0 ? (uint64_t)live : 0;
 }
 
 uint64_t ml__heap_peak(void)
 {
-    return ML_LOAD(&peak_heap);
+    return ML_LOAD(&ml__heap_peak_sum);
 }

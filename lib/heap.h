@@ -68,7 +68,7 @@
  * above zero), every thread flushes at each event and at least every ML_FLUSH_WATCHED units. The
  * count lives here, where the intervals are chosen; task.c moves it by +1/-1. */
 void ml__heap_watch(int delta);
-extern int ml__heap_watchers;
+extern ML_HIDDEN int ml__heap_watchers;
 static inline int ml__heap_watched(void) /* read at every event: inline */
 {
     return ML_LOAD(&ml__heap_watchers) > 0;
@@ -160,7 +160,17 @@ static inline uint64_t ml__heap_large_usable(uint64_t n)
  * the thread, of either kind; the peak's recheck (ML_PEAK_RECHECK) bounds what that can add to
  * the peak. Owner thread, outside a process tree (whose ledger hears of the thread's figures at
  * flushes). */
-void ml__heap_allocated(ml_thread *t);
+extern ML_HIDDEN int64_t ml__heap_sum;       /* the live heap (heap.c's; read inline here) */
+extern ML_HIDDEN uint64_t ml__heap_peak_sum; /* its peak */
+/* Records `live` as the peak if it is one, catching every thread up first each time the peak
+ * grows by ML_PEAK_RECHECK. No flush lock may be held. */
+void ml__heap_note_peak(int64_t live);
+static inline void ml__heap_allocated(ml_thread *t) /* after every large block: inline */
+{
+    __atomic_store_n(&t->reserve_allocated, 1, __ATOMIC_RELEASE);
+    int64_t live = ML_LOAD(&ml__heap_sum);
+    if (live > 0 && (uint64_t)live > ML_LOAD(&ml__heap_peak_sum)) ml__heap_note_peak(live);
+}
 
 void ml__heap_set_cap(uint64_t cap);
 uint64_t ml__heap_cap(void);

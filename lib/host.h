@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common.h"
+
 /* jemalloc 5.3, statically linked and hidden. Same contracts as the unprefixed names. */
 void *mlje_malloc(size_t size);
 void *mlje_calloc(size_t n, size_t size);
@@ -192,7 +194,7 @@ uintptr_t ml__host_tracked_key(const void *p);
 /* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
 void ml__host_tracked_thread_exit(void);
 /* Hidden: loaded with one instruction each in the entry points, not through the GOT. */
-extern __attribute__((visibility("hidden"))) uintptr_t ml__tracked_lo, ml__tracked_span;
+extern ML_HIDDEN uintptr_t ml__tracked_lo, ml__tracked_span;
 /* One compare: whether p lies in the reserved range (never, before the first profile). */
 static inline int ml__in_tracked_range(const void *p)
 {

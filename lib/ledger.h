@@ -127,7 +127,7 @@ int ml__ledger_attach(const ml_ledger_spec *spec, void (*gather)(ml_ledger_figur
                       size_t whycap);
 /* This process's slot in the tree's ledger; NULL: not attached, or ended. Whether the process is
  * attached is read at every large block's event: inline. */
-extern ml_ledger_slot *ml__ledger_self;
+extern ML_HIDDEN ml_ledger_slot *ml__ledger_self;
 static inline int ml__ledger_attached(void)
 {
     return ML_LOAD(&ml__ledger_self) != NULL;

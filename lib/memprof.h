@@ -15,7 +15,7 @@
 
 /* Nonzero once a profile was started in the process: until then the hub and the entry points
  * skip the profiler with one load (no instruction of theirs runs without it). */
-extern int ml__memprof_started;
+extern ML_HIDDEN int ml__memprof_started;
 #define ML_MEMPROF_STARTED() ML_UNLIKELY(ML_LOAD(&ml__memprof_started))
 
 /* At an event (busy): `before` units were charged since the countdown was armed, then the

@@ -58,7 +58,7 @@ static inline uint64_t ml__sampler_take(ml_rng *r, uint64_t *left, uint64_t n)
  * allocations is as far as before). Only totals (statistics, reports) count these samples: a
  * profile (Memprof) draws its own, per block. */
 #define ML_SAMPLER_DEFER_BYTES ((uint64_t)64 << 10)
-extern uint64_t ml__sampler_deferred_bytes;
+extern ML_HIDDEN uint64_t ml__sampler_deferred_bytes;
 static inline void ml__sampler_defer(uint64_t n)
 {
     __atomic_add_fetch(&ml__sampler_deferred_bytes, n, __ATOMIC_RELAXED);

@@ -179,7 +179,7 @@ void ml__registry_unlock(void);
 void ml__thread_each(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 void ml__thread_each_locked(void (*fn)(ml_thread *t, void *ctx), void *ctx);
 /* Number of registered threads (read at every heap admission: inline). */
-extern uint32_t ml__thread_registered;
+extern ML_HIDDEN uint32_t ml__thread_registered;
 static inline uint32_t ml__thread_count(void)
 {
     return ML_LOAD(&ml__thread_registered);
