@@ -56,32 +56,41 @@ static void *sampled(void *p, size_t size, ml_alloc_kind kind, const void *ret)
     return q;
 }
 
+/* malloc's and calloc's slow halves once a profile was ever started (out of line: the profiler
+ * adds nothing to them before). Until then no block is tracked, so no free callback can be
+ * queued on the thread and done() has nothing to run: ml__memprof_started only goes from 0 to
+ * 1, before the first tracked block exists. */
+static ML_NOINLINE void *malloc_profiled(size_t count, size_t size, size_t total, const void *ret,
+                                         int zero)
+{
+    if (ml__memprof_sampled()) {
+        void *p = ml__memprof_block(total, 0, zero);
+        if (p == NULL) p = zero ? mlje_calloc(count, size) : mlje_malloc(size);
+        return sampled(p, total, zero ? ML_ALLOC_CALLOC : ML_ALLOC_MALLOC, ret);
+    }
+    return done(settle(zero ? mlje_calloc(count, size) : mlje_malloc(size), total));
+}
+
 void *ml__malloc_slow(size_t size, const void *ret)
 {
-    ml_verdict verdict = ml__event(size, 0, NULL);
+    ml_verdict verdict = ml__event_plain(size);
     if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
-    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
-        void *p = ml__memprof_block(size, 0, 0);
-        return sampled(p ? p : mlje_malloc(size), size, ML_ALLOC_MALLOC, ret);
-    }
-    return done(settle(mlje_malloc(size), size));
+    if (ML_MEMPROF_STARTED()) return malloc_profiled(1, size, size, ret, 0);
+    return settle(mlje_malloc(size), size);
 }
 
 void *ml__calloc_slow(size_t count, size_t size, size_t total, const void *ret)
 {
-    ml_verdict verdict = ml__event(total, 0, NULL);
+    ml_verdict verdict = ml__event_plain(total);
     if (verdict != ML_ALLOW) {
         errno = refuse(verdict, ret);
         return NULL;
     }
-    if (ML_MEMPROF_STARTED() && ml__memprof_sampled()) {
-        void *p = ml__memprof_block(total, 0, 1);
-        return sampled(p ? p : mlje_calloc(count, size), total, ML_ALLOC_CALLOC, ret);
-    }
-    return done(settle(mlje_calloc(count, size), total));
+    if (ML_MEMPROF_STARTED()) return malloc_profiled(count, size, total, ret, 1);
+    return settle(mlje_calloc(count, size), total);
 }
 
 void *ml__realloc_slow(void *p, size_t size, int event, const void *ret)

@@ -71,6 +71,9 @@ static inline __attribute__((always_inline)) int ml__charge_aligned(uint64_t n, 
  * (ML_REFUSE), or must fail and unwind the task if its caller may be unwound
  * (ML_REFUSE_UNWIND). Never unwinds itself. */
 ml_verdict ml__event(uint64_t n, size_t align, void *old);
+/* ml__event(n, 0, NULL), for malloc's and calloc's slow halves: a large block goes to its
+ * one-pass event without the general entry's argument checks. */
+ml_verdict ml__event_plain(uint64_t n);
 /* ml__event's common case for a request of n bytes charged n + 1 units, for the slow halves that
  * call jemalloc and nothing else after it (malloc's, operator new's): when only the sampler's
  * component ran out (no decision to make, event.c) and the block is below ML_QUICK_BELOW (heap.h's

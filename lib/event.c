@@ -270,7 +270,8 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
     uint64_t spent = ml__bytes_of_units(t, units);
     /* Values kept across the calls, not the six they are computed from. */
     __asm__("" : "+r"(spent), "+r"(units));
-    if ((spent > lease && !ml__budget_extend(t, spent - lease)) || !ml__heap_admit_large(t, n))
+    /* No tree (checked above): the process's own pool. */
+    if ((spent > lease && !ml__budget_lease_pool(t, spent - lease)) || !ml__heap_admit_large(t, n))
         return event_any(t, n, 0, NULL);
     t->allocated += spent;
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
@@ -294,6 +295,12 @@ ml_verdict ml__event(uint64_t n, size_t align, void *old)
         return event_large(t, n);
     if (!ml__busy_enter(t)) return ML_ALLOW;
     return event_ordinary(t, n, align, old);
+}
+
+ml_verdict ml__event_plain(uint64_t n)
+{
+    if (n - ML_PEAK_BLOCK <= ML_MAX_REQUEST - ML_PEAK_BLOCK) return event_large(&ml__self, n);
+    return ml__event(n, 0, NULL);
 }
 
 _Static_assert(ML_QUICK_BELOW == ML_PEAK_BLOCK, "ml__event_quick's blocks need no flush after");

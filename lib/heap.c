@@ -61,7 +61,7 @@ static void reported_unlock(ml_thread *t, int64_t balance, int entered)
 static inline int64_t own_balance(ml_thread *t)
 {
     uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
-    if (a < t->seen_allocated || d < t->seen_deallocated)
+    if (ML_UNLIKELY(a < t->seen_allocated || d < t->seen_deallocated))
         t->balance_base += t->seen_allocated - t->seen_deallocated;
     t->seen_allocated = a;
     t->seen_deallocated = d;
