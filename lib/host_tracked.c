@@ -278,6 +278,8 @@ static ML_NOINLINE ML_COLD void large_dalloc_tracked(void *tsdn, void *edata, vo
 
 void ml__host_large_dalloc(void *tsdn, void *edata)
 {
+    /* No tracked range (no profile ever started): nothing to read. */
+    if (ML_LIKELY(ML_LOAD(&ml__tracked_span) == 0)) return je_large_dalloc(tsdn, edata);
     void *addr;
     memcpy(&addr, (char *)edata + EDATA_ADDR_OFFSET, sizeof addr);
     if (ML_UNLIKELY(ml__in_tracked_range(addr))) return large_dalloc_tracked(tsdn, edata, addr);
