@@ -18,7 +18,7 @@
 int64_t ml__heap_sum;         /* sum of every thread's reported balance and reservation */
 uint64_t ml__heap_peak_sum;   /* highest ml__heap_sum seen at a flush or a mark */
 static uint64_t peak_checked; /* ml__heap_sum at the last reconcile made for the peak */
-static uint64_t heap_cap = UINT64_MAX;
+uint64_t ml__heap_cap_bytes = UINT64_MAX;
 int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
 
 #define REPORTED_LOCKED ML_REPORTED_LOCKED
@@ -27,7 +27,7 @@ int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
  * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
  * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
  * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
-static ML_NOINLINE ML_COLD int64_t reported_wait(ml_thread *t)
+ML_NOINLINE ML_COLD int64_t ml__heap_reported_wait(ml_thread *t)
 {
     for (unsigned spins = 1;; spins++) {
         if (spins % 64 == 0) sched_yield();
@@ -36,36 +36,19 @@ static ML_NOINLINE ML_COLD int64_t reported_wait(ml_thread *t)
     }
 }
 
-static inline int64_t reported_take(ml_thread *t)
-{
-    int64_t r = __atomic_exchange_n(&t->reported, REPORTED_LOCKED, __ATOMIC_ACQUIRE);
-    return ML_LIKELY(r != REPORTED_LOCKED) ? r : reported_wait(t);
-}
-
+/* Takes t's flush lock from any thread. On the caller's own thread the lock is held busy, so that
+ * a signal handler that allocates meanwhile passes straight through instead of waiting for it
+ * forever. *entered: busy was entered here. */
 static int64_t reported_lock(ml_thread *t, int *entered)
 {
     *entered = t == &ml__self && ml__busy_enter(t);
-    return reported_take(t);
+    return ml__heap_reported_take(t);
 }
 
 static void reported_unlock(ml_thread *t, int64_t balance, int entered)
 {
     __atomic_store_n(&t->reported, balance, __ATOMIC_RELEASE);
     if (entered) ml__busy_leave(t);
-}
-
-/* The thread's balance now. jemalloc's counters only grow; if they are seen to go back (jemalloc
- * recreating its state for a thread that allocates again after its teardown), the balance so far
- * is kept in balance_base and counting restarts from the new values. Owner thread only, under
- * the flush lock (a reconcile reads balance_base). */
-static inline int64_t own_balance(ml_thread *t)
-{
-    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
-    if (ML_UNLIKELY(a < t->seen_allocated || d < t->seen_deallocated))
-        t->balance_base += t->seen_allocated - t->seen_deallocated;
-    t->seen_allocated = a;
-    t->seen_deallocated = d;
-    return (int64_t)(t->balance_base + a - d);
 }
 
 /* Records `live` as the peak if it is one. Frees by threads that have not flushed may make the
@@ -86,35 +69,13 @@ void ml__heap_note_peak(int64_t live)
     }
 }
 
-/* The owner's flush: adds the balance change since the last flush, less the reservation it
- * settles, to the sum; and, in the same atomic step, reserves `reserve` bytes for the block at
- * hand if the sum plus `check` (the block's usable size less the old block's) stays within
- * `limit`. Returns whether it reserved; *live is the sum it left. */
-static inline __attribute__((always_inline)) int flush_reserve_with(ml_thread *t, int64_t check,
-                                                                    int64_t reserve, int64_t limit,
-                                                                    int64_t *live, int busy)
-{
-    int entered = 0;
-    int64_t old = busy ? reported_take(t) : reported_lock(t, &entered);
-    int64_t balance = own_balance(t);
-    int64_t delta = balance - old - ML_LOAD(&t->heap_reserved);
-    int64_t sum = ML_LOAD(&ml__heap_sum), next;
-    int fits;
-    do {
-        fits = sum + delta + check <= limit;
-        next = sum + delta + (fits ? reserve : 0);
-    } while (next != sum && !__atomic_compare_exchange_n(&ml__heap_sum, &sum, next, 1,
-                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-    ML_STORE(&t->heap_reserved, fits ? reserve : 0);
-    ML_STORE(&t->reserve_allocated, 0);
-    reported_unlock(t, balance, entered);
-    *live = next;
-    return fits;
-}
-
+/* The owner's flush (heap.h's ml__heap_flush_locked) from outside busy. */
 static int flush_reserve(ml_thread *t, int64_t check, int64_t reserve, int64_t limit, int64_t *live)
 {
-    return flush_reserve_with(t, check, reserve, limit, live, 0);
+    int entered;
+    int fits = ml__heap_flush_locked(t, reported_lock(t, &entered), check, reserve, limit, live);
+    if (entered) ml__busy_leave(t);
+    return fits;
 }
 
 /* After an owner's flush: a process tree's ledger (ledger.h) sees the figures and adjusts the
@@ -167,15 +128,6 @@ void ml__heap_reconcile_locked(void)
     ml__thread_each_locked(flush_remote, NULL);
 }
 
-/* Whether the sum is far enough below the cap for the intervals in flight: every registered
- * thread, and one more arriving, may grow by ML_HEAP_LAG_MAX before its next flush. */
-static int far_below(uint64_t cap, int64_t live)
-{
-    uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
-    if (live < 0) live = 0;
-    return (uint64_t)live < cap && cap - (uint64_t)live > zone;
-}
-
 /* A far interval ran out (the request at hand, `charged` units, does not fit in what is left of
  * it): instead of a flush, re-arms it from the thread's exact growth not yet in the sum, when
  * that growth is within ML_REARM_MAX bytes of zero. A thread whose requests mostly replace blocks
@@ -198,24 +150,19 @@ static int rearm_far(ml_thread *t, uint64_t charged)
 
 int ml__heap_rearm(ml_thread *t, uint64_t units, uint64_t charged)
 {
-    uint64_t cap = ML_LOAD(&heap_cap);
-    if (ml__ledger_attached() || (cap != UINT64_MAX && !far_below(cap, ML_LOAD(&ml__heap_sum))) ||
+    uint64_t cap = ML_LOAD(&ml__heap_cap_bytes);
+    if (ml__ledger_attached() ||
+        (cap != UINT64_MAX && !ml__heap_far_below(cap, ML_LOAD(&ml__heap_sum))) ||
         !rearm_far(t, charged))
         return 0;
     t->flush_left += units - charged; /* the caller takes the event's units off */
     return 1;
 }
 
-static uint64_t next_interval(uint64_t cap, int64_t live, int watched)
-{
-    uint64_t interval = cap == UINT64_MAX || far_below(cap, live) ? ML_FLUSH_FAR : ML_FLUSH_NEAR;
-    return watched ? ML_MIN(interval, ML_FLUSH_WATCHED) : interval;
-}
-
 int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
 {
     /* In a process tree the cap is the smaller of the process's own and its room in the tree. */
-    uint64_t own_cap = ML_LOAD(&heap_cap), cap = ML_MIN(own_cap, ml__ledger_heap_room());
+    uint64_t own_cap = ML_LOAD(&ml__heap_cap_bytes), cap = ML_MIN(own_cap, ml__ledger_heap_room());
     int watched = ml__heap_watched();
     int64_t live = ML_LOAD(&ml__heap_sum);
     /* The far shortcut, no flush and no lookup: inside an interval armed far below the cap,
@@ -237,7 +184,8 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
      * next event, and arms a near interval. When the far interval itself ran out, it is re-armed
      * from the thread's exact growth if that is small (rearm_far), without a flush; not in a
      * process tree, whose ledger hears of the thread's figures at its flushes. */
-    if (t->state == ML_THREAD_READY && !watched && (cap == UINT64_MAX || far_below(cap, live))) {
+    if (t->state == ML_THREAD_READY && !watched &&
+        (cap == UINT64_MAX || ml__heap_far_below(cap, live))) {
         uint64_t charged = ml__charged_units(n, align);
         if (charged < t->flush_left || (!ml__ledger_attached() && rearm_far(t, charged))) return 1;
     }
@@ -245,7 +193,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
         flush_reserve(t, 0, 0, INT64_MAX, &live);
         tell_ledger(t, live);
         ml__heap_note_peak(live);
-        t->flush_left = next_interval(cap, live, watched);
+        t->flush_left = ml__heap_next_interval(cap, live, watched);
         return 1;
     }
     size_t usable = mlje_nallocx(n ? n : 1, align ? MLJE_MALLOCX_ALIGN(align) : 0);
@@ -256,7 +204,7 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
         for (int attempt = 0; attempt < 3; attempt++) {
             if (flush_reserve(t, check, reserve, limit, &live)) {
                 tell_ledger(t, live);
-                t->flush_left = next_interval(cap, live, watched);
+                t->flush_left = ml__heap_next_interval(cap, live, watched);
                 return 1;
             }
             /* Frees by threads that have not flushed since (one that only frees never does):
@@ -279,18 +227,6 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old)
     return 0;
 }
 
-int ml__heap_admit_large(ml_thread *t, uint64_t n)
-{
-    uint64_t cap = ML_LOAD(&heap_cap);
-    int64_t usable = (int64_t)ml__heap_large_usable(n), live;
-    /* Busy on the owner's thread already: the flush lock is taken without entering busy. */
-    if (!flush_reserve_with(t, usable, usable, cap > INT64_MAX ? INT64_MAX : (int64_t)cap, &live,
-                            1))
-        return 0;
-    t->flush_left = next_interval(cap, live, 0);
-    return 1;
-}
-
 void ml__heap_watch(int delta)
 {
     __atomic_add_fetch(&ml__heap_watchers, delta, __ATOMIC_RELAXED);
@@ -298,12 +234,12 @@ void ml__heap_watch(int delta)
 
 void ml__heap_set_cap(uint64_t cap)
 {
-    ML_STORE(&heap_cap, cap);
+    ML_STORE(&ml__heap_cap_bytes, cap);
 }
 
 uint64_t ml__heap_cap(void)
 {
-    return ML_LOAD(&heap_cap);
+    return ML_LOAD(&ml__heap_cap_bytes);
 }
 
 uint64_t ml__heap_live(void)

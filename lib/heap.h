@@ -132,15 +132,6 @@ int ml__heap_admit(ml_thread *t, uint64_t n, size_t align, const void *old);
  * changed nothing, when the thread must take the full event (and flush). Preconditions: busy,
  * READY, no global-memory task. */
 int ml__heap_rearm(ml_thread *t, uint64_t units, uint64_t charged);
-/* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
- * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
- * reserves the block's usable size in the live heap if that keeps it within the cap, in one
- * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_allocated),
- * and arms the next interval in t->flush_left. The block being in the sum from then on, the
- * interval is not charged with it: the thread's growth beyond the sum stays within the interval
- * (the bound above). Returns 0, having reserved nothing, when the block does not fit: the caller
- * then takes ml__heap_admit, which reconciles before refusing. Preconditions: busy, READY. */
-int ml__heap_admit_large(ml_thread *t, uint64_t n);
 /* jemalloc's usable size for a request of n bytes, ML_PEAK_BLOCK <= n <= 2^47 (mlje_nallocx
  * without its call: a test compares them). */
 static inline uint64_t ml__heap_large_usable(uint64_t n)
@@ -151,6 +142,97 @@ static inline uint64_t ml__heap_large_usable(uint64_t n)
     uint64_t spacing_mask = ((uint64_t)1 << (lg_ceil - 3)) - 1;
     return (n + spacing_mask) & ~spacing_mask;
 }
+
+/* --- The owner's flush, inline for the large block's event ----------------------------------
+ * A large block's event (event.c's event_large) makes one flush per block; called, its frame
+ * and call were about 20 of the 4 MiB malloc + free's instructions (bench/WHY.md section 3). So
+ * the flush's core lives here, and heap.c's own flushes use the same code. */
+extern ML_HIDDEN int64_t ml__heap_sum;        /* the live heap (heap.c's; read inline here) */
+extern ML_HIDDEN uint64_t ml__heap_peak_sum;  /* its peak */
+extern ML_HIDDEN uint64_t ml__heap_cap_bytes; /* the cap (UINT64_MAX: none); ml__heap_cap() */
+/* Takes t's flush lock when another flush holds it: spins, yielding now and then (the holder
+ * reads two counters and makes one atomic add, but may have been descheduled). */
+int64_t ml__heap_reported_wait(ml_thread *t);
+/* Takes t's flush lock (`reported` holds ML_REPORTED_LOCKED while a flush of the owner's or a
+ * reconcile's reads the counters and adds the change); returns its reported balance. */
+static inline int64_t ml__heap_reported_take(ml_thread *t)
+{
+    int64_t r = __atomic_exchange_n(&t->reported, ML_REPORTED_LOCKED, __ATOMIC_ACQUIRE);
+    return ML_LIKELY(r != ML_REPORTED_LOCKED) ? r : ml__heap_reported_wait(t);
+}
+/* The thread's balance now. jemalloc's counters only grow; if they are seen to go back (jemalloc
+ * recreating its state for a thread that allocates again after its teardown), the balance so far
+ * is kept in balance_base and counting restarts from the new values. Owner thread only, under
+ * the flush lock (a reconcile reads balance_base). */
+static inline int64_t ml__heap_own_balance(ml_thread *t)
+{
+    uint64_t a = ML_LOAD(t->je_allocated), d = ML_LOAD(t->je_deallocated);
+    if (ML_UNLIKELY(a < t->seen_allocated || d < t->seen_deallocated))
+        t->balance_base += t->seen_allocated - t->seen_deallocated;
+    t->seen_allocated = a;
+    t->seen_deallocated = d;
+    return (int64_t)(t->balance_base + a - d);
+}
+/* The owner's flush, its lock taken (`old`: the reported balance the lock returned): adds the
+ * balance change since the last flush, less the reservation it settles, to the sum; and, in the
+ * same atomic step, reserves `reserve` bytes for the block at hand if the sum plus `check` (the
+ * block's usable size less the old block's) stays within `limit`. Releases the lock. Returns
+ * whether it reserved; *live is the sum it left. */
+static inline __attribute__((always_inline)) int ml__heap_flush_locked(ml_thread *t, int64_t old,
+                                                                       int64_t check,
+                                                                       int64_t reserve,
+                                                                       int64_t limit, int64_t *live)
+{
+    int64_t balance = ml__heap_own_balance(t);
+    int64_t delta = balance - old - ML_LOAD(&t->heap_reserved);
+    int64_t sum = ML_LOAD(&ml__heap_sum), next;
+    int fits;
+    do {
+        fits = sum + delta + check <= limit;
+        next = sum + delta + (fits ? reserve : 0);
+    } while (next != sum && !__atomic_compare_exchange_n(&ml__heap_sum, &sum, next, 1,
+                                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    ML_STORE(&t->heap_reserved, fits ? reserve : 0);
+    ML_STORE(&t->reserve_allocated, 0);
+    __atomic_store_n(&t->reported, balance, __ATOMIC_RELEASE);
+    *live = next;
+    return fits;
+}
+/* Whether the sum is far enough below the cap for the intervals in flight: every registered
+ * thread, and one more arriving, may grow by ML_HEAP_LAG_MAX before its next flush. */
+static inline int ml__heap_far_below(uint64_t cap, int64_t live)
+{
+    uint64_t zone = (uint64_t)(ml__thread_count() + 1) * ML_FLUSH_NEAR_ZONE;
+    if (live < 0) live = 0;
+    return (uint64_t)live < cap && cap - (uint64_t)live > zone;
+}
+/* The interval to arm after a flush that left the sum at `live`. */
+static inline uint64_t ml__heap_next_interval(uint64_t cap, int64_t live, int watched)
+{
+    uint64_t interval =
+        cap == UINT64_MAX || ml__heap_far_below(cap, live) ? ML_FLUSH_FAR : ML_FLUSH_NEAR;
+    return watched ? ML_MIN(interval, ML_FLUSH_WATCHED) : interval;
+}
+
+/* ml__heap_admit for a large block's event (event.c): n >= ML_PEAK_BLOCK bytes, default
+ * alignment, no old block, no global-memory task, no process tree. Flushes the thread and
+ * reserves the block's usable size in the live heap if that keeps it within the cap, in one
+ * compare-and-swap, with or without a cap (so that the peak sees the block at ml__heap_allocated),
+ * and arms the next interval in t->flush_left. The block being in the sum from then on, the
+ * interval is not charged with it: the thread's growth beyond the sum stays within the interval
+ * (the bound above). Returns 0, having reserved nothing, when the block does not fit: the caller
+ * then takes ml__heap_admit, which reconciles before refusing. Preconditions: busy, READY. */
+static inline __attribute__((always_inline)) int ml__heap_admit_large(ml_thread *t, uint64_t n)
+{
+    uint64_t cap = ML_LOAD(&ml__heap_cap_bytes);
+    int64_t usable = (int64_t)ml__heap_large_usable(n), live;
+    /* Busy on the owner's thread already: the flush lock is taken without entering busy. */
+    if (!ml__heap_flush_locked(t, ml__heap_reported_take(t), usable, usable,
+                               cap > INT64_MAX ? INT64_MAX : (int64_t)cap, &live))
+        return 0;
+    t->flush_left = ml__heap_next_interval(cap, live, 0);
+    return 1;
+}
 /* After the allocation admitted with a reservation succeeded, instead of ml__heap_flush: marks
  * the reservation's block allocated and lets the peak see the sum, which holds the block since
  * its admission. The reservation stays in the sum until the thread's next flush, or a reconcile
@@ -160,8 +242,6 @@ static inline uint64_t ml__heap_large_usable(uint64_t n)
  * the thread, of either kind; the peak's recheck (ML_PEAK_RECHECK) bounds what that can add to
  * the peak. Owner thread, outside a process tree (whose ledger hears of the thread's figures at
  * flushes). */
-extern ML_HIDDEN int64_t ml__heap_sum;       /* the live heap (heap.c's; read inline here) */
-extern ML_HIDDEN uint64_t ml__heap_peak_sum; /* its peak */
 /* Records `live` as the peak if it is one, catching every thread up first each time the peak
  * grows by ML_PEAK_RECHECK. No flush lock may be held. */
 void ml__heap_note_peak(int64_t live);
