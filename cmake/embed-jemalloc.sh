@@ -24,14 +24,25 @@ if ! nm "$work/je.a" 2>/dev/null | grep -q ' U pthread_atfork$'; then
     echo "embed-jemalloc: jemalloc.pic.o does not call pthread_atfork" >&2
     exit 1
 fi
+# The same for the purge at thread exit (below): tcache.pic.o must call arena_decay.
+if ! nm "$work/je.a" 2>/dev/null | awk '/^tcache.pic.o:$/ {t = 1; next} /:$/ {t = 0} t' |
+    grep -q ' U je_arena_decay$'; then
+    echo "embed-jemalloc: tcache.pic.o does not call je_arena_decay" >&2
+    exit 1
+fi
 # The profiler's tracked blocks (lib/host_tracked.c): jemalloc's entry points release a
 # promoted or large block through two internal functions; their calls from jemalloc.pic.o go to
 # memlimits' wrappers, which see tracked blocks and nothing else, then call the originals.
+# And jemalloc's purge at thread exit (lib/host_runtime.c, ml__host_tcache_decay): tcache.pic.o's
+# calls of arena_decay go to memlimits' bound on it.
 redirect_tracked() {
     (cd "$work" && ar x "$1" jemalloc.pic.o &&
         objcopy --redefine-sym je_arena_dalloc_promoted=ml__host_dalloc_promoted \
             --redefine-sym je_large_dalloc=ml__host_large_dalloc jemalloc.pic.o &&
         ar r "$1" jemalloc.pic.o)
+    (cd "$work" && ar x "$1" tcache.pic.o &&
+        objcopy --redefine-sym je_arena_decay=ml__host_tcache_decay tcache.pic.o &&
+        ar r "$1" tcache.pic.o)
 }
 if [ "$mode" = private ]; then
     echo "free mlje_free" >> "$work/map"

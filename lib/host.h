@@ -8,6 +8,7 @@
 #define ML_HOST_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -193,6 +194,17 @@ int ml__host_tracked_owns(const void *p);
 uintptr_t ml__host_tracked_key(const void *p);
 /* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
 void ml__host_tracked_thread_exit(void);
+/* jemalloc's purge at thread exit (host_runtime.c's ml__host_tcache_decay, which
+ * embed-jemalloc.sh puts under tcache.pic.o's calls of arena_decay): an arena that its last
+ * thread leaves with at most this many dirty bytes keeps them for the next thread it is given
+ * (jemalloc purges them all, and that thread faults them in again); one with more is purged as
+ * jemalloc does. So the arenas that no thread holds keep at most this much each: with jemalloc's
+ * 4 arenas per CPU, 32 MiB on 2 CPUs. ML_HOST_JE_PAGE: jemalloc's page, its unit of dirty
+ * counts (Debian's x86-64 build; tests/test_robust.c reads it from arenas.page). */
+#define ML_HOST_EXIT_KEEP ((size_t)4 << 20)
+#define ML_HOST_JE_PAGE ((size_t)4096)
+void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all);
+
 /* Hidden: loaded with one instruction each in the entry points, not through the GOT. */
 extern ML_HIDDEN uintptr_t ml__tracked_lo, ml__tracked_span;
 /* One compare: whether p lies in the reserved range (never, before the first profile). */

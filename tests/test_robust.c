@@ -1,9 +1,9 @@
 /* Robustness of the preloaded library (design.md "Robustness requirements"): thousands of threads
  * with cross-thread frees, fork from a multithreaded parent busy in malloc and stdio, allocation in
  * TLS destructors, dlopen/dlclose, allocation before constructors, malloc in signal handlers,
- * threads that only free, and a non-PIE executable that takes malloc's address. Each scenario is a
- * target program (tests/targets/robust_*.c) that checks its own invariants, run preloaded in a
- * child process with a timeout. */
+ * threads that only free, a non-PIE executable that takes malloc's address, and jemalloc's purge
+ * at thread exit. Each scenario is a target program (tests/targets/robust_*.c) that checks its
+ * own invariants, run preloaded in a child process with a timeout. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <stdio.h>
@@ -37,6 +37,14 @@ static void run_target_env(const char *name, const char *const args[], const cha
 static void run_target(const char *name, const char *const args[])
 {
     run_target_env(name, args, NULL);
+}
+
+/* A thread that leaves its arena with little dirty memory leaves it for the next thread, one
+ * with much has it purged (lib/host_runtime.c's bound on jemalloc's purge at thread exit; see
+ * robust_exit_purge.c). */
+Test(robust, an_exiting_thread_keeps_a_small_arenas_pages_and_purges_a_large_ones)
+{
+    run_target("robust_exit_purge", NULL);
 }
 
 Test(robust, thousands_of_threads_with_cross_thread_frees_return_heap_to_baseline)
