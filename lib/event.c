@@ -345,8 +345,9 @@ void ml__event_after(uint64_t n)
      * and the peak sees it now); in a process tree, whose ledger hears of the figures at
      * flushes, it is flushed. A large block without one is flushed if it grew the thread by
      * that much (ml__heap_unflushed: not a realloc that grew it a little), so that the peak
-     * sees it even if it is freed before the thread's next event. Both out of line: this is
-     * called after every admitted allocation of the slow path. */
+     * sees it even if it is freed before the thread's next event. The mark is a store and a
+     * compare (inline), the flush out of line: this is called after every admitted allocation
+     * of the slow path. */
     int64_t reserved = ML_LOAD(&t->heap_reserved);
     if (reserved != 0 && !ml__ledger_attached()) return ml__heap_allocated(t);
     if (t->state == ML_THREAD_NEW || (reserved == 0 && n < ML_PEAK_BLOCK)) return;

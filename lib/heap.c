@@ -23,10 +23,9 @@ int ml__heap_watchers; /* global-memory tasks running (read inline: heap.h) */
 
 #define REPORTED_LOCKED ML_REPORTED_LOCKED
 
-/* Takes t's flush lock; returns its reported balance. The holder reads two counters and makes
- * one atomic add: spin, yielding now and then (the holder may have been descheduled). On the
- * caller's own thread the lock is held busy, so that a signal handler that allocates meanwhile
- * passes straight through instead of waiting for it forever. *entered: busy was entered here. */
+/* The flush lock's slow case (heap.h's ml__heap_reported_take): another flush holds it, which
+ * reads two counters and makes one atomic add; spin, yielding now and then (the holder may have
+ * been descheduled). */
 ML_NOINLINE ML_COLD int64_t ml__heap_reported_wait(ml_thread *t)
 {
     for (unsigned spins = 1;; spins++) {
