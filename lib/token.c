@@ -266,7 +266,19 @@ void ml__token_fork_parent(void)
     pthread_mutex_unlock(&token_lock);
 }
 
+/* In the child only the forking thread is left: a set another thread was making at the fork
+ * (between its count in `setters` and the count's release) will never end, and ml_token_destroy
+ * would wait for it forever. Every slot handed out so far has its count cleared. (A set the
+ * forking thread itself was making, from a signal handler that forked in the middle of it, is
+ * not told apart: a fork there is outside what this supports.) */
 void ml__token_fork_child(void)
 {
     pthread_mutex_init(&token_lock, NULL);
+    for (int i = 0; i < region_count; i++) {
+        uintptr_t end = i == region_count - 1 ? (uintptr_t)bump_next : regions[i].end;
+        for (uintptr_t p = regions[i].base; p < end; p += SLOT_SIZE) {
+            slot *s = (slot *)p;
+            if (s->setters != 0) s->setters = 0;
+        }
+    }
 }

@@ -103,6 +103,14 @@ Test(fork, token_lock_is_not_inherited_held)
     expect_target("fork_state", "tokens", 0, NULL, "ok tokens");
 }
 
+/* A fork while another thread is inside ml_token_set: the token's count of sets in flight, which
+ * ml_token_destroy waits to drain, must not stay raised in the child, where that thread is gone.
+ * Before the fix, the child's destroy hung (its alarm killed it). */
+Test(fork, token_set_in_flight_is_not_inherited, .timeout = 60)
+{
+    expect_target("fork_state", "setters", 0, NULL, "ok setters");
+}
+
 static const char *const lease_env[] = {"MEMLIMITS_ALLOC=64M", "MEMLIMITS_ON_ALLOC=enomem", NULL};
 
 /* A per-process budget across a multithreaded fork: the unspent leases of the threads that do not

@@ -3,6 +3,10 @@
  *            the main thread forks 300 times; each child creates, opens and destroys a token of
  *            its own. Before the fix, a fork that fell while the other thread held the tokens'
  *            lock left it locked in the child for good, and the child hung (its alarm kills it).
+ *   setters  another thread sets one token without pause while the main thread forks 300 times;
+ *            each child destroys that token. Before the fix, a fork that fell while the other
+ *            thread was inside ml_token_set left the token's count of sets in flight above zero
+ *            in the child for good, and ml_token_destroy, which waits for it, hung there.
  *   leases   run with MEMLIMITS_ALLOC and MEMLIMITS_ON_ALLOC=enomem (per process): another
  *            thread holds an unspent lease of the budget and waits; the main thread forks. The
  * child's budget must be the parent's: ml_stat's exact budget_left the same, and the child can
@@ -13,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +75,53 @@ static int tokens(void)
         return 1;
     }
     say("ok tokens\n");
+    return 0;
+}
+
+static ml_token *shared;
+
+static void *set_shared(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+        ml_token_set(shared);
+    return NULL;
+}
+
+static int setters(void)
+{
+    shared = ml_token_create();
+    if (shared == NULL || ml_token_fd(shared) < 0) return say("ml_token_create\n"), 1;
+    pthread_t th;
+    if (pthread_create(&th, NULL, set_shared, NULL) != 0) return say("pthread_create\n"), 1;
+    while (!ml_token_is_set(shared))
+        sched_yield();
+    int hung = 0, failed = 0;
+    for (int i = 0; i < FORKS && hung == 0; i++) {
+        pid_t pid = fork();
+        if (pid < 0) return say("fork: %s\n", strerror(errno)), 1;
+        if (pid == 0) {
+            alarm(CHILD_ALARM_S);
+            if (!ml_token_is_set(shared)) _exit(2);
+            ml_token_destroy(shared);
+            _exit(ml_token_is_set(shared) ? 3 : 0);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) != pid) return say("waitpid: %s\n", strerror(errno)), 1;
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+            hung++;
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            failed++;
+    }
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+    pthread_join(th, NULL);
+    ml_token_destroy(shared);
+    if (hung != 0 || failed != 0) {
+        say("setters: a child hung destroying a token set across the fork (%d hung, %d failed)\n",
+            hung, failed);
+        return 1;
+    }
+    say("ok setters\n");
     return 0;
 }
 
@@ -137,6 +189,7 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "tokens") == 0) return tokens();
     if (argc == 2 && strcmp(argv[1], "leases") == 0) return leases();
-    say("usage: fork_state tokens|leases\n");
+    if (argc == 2 && strcmp(argv[1], "setters") == 0) return setters();
+    say("usage: fork_state tokens|setters|leases\n");
     return 2;
 }
