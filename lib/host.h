@@ -200,7 +200,7 @@ void ml__host_tracked_thread_exit(void);
  * (jemalloc purges them all, and that thread faults them in again); one with more is purged as
  * jemalloc does. So the arenas that no thread holds keep at most this much each: with jemalloc's
  * 4 arenas per CPU, 32 MiB on 2 CPUs. ML_HOST_JE_PAGE: jemalloc's page, its unit of dirty
- * counts (Debian's x86-64 build; tests/test_robust.c reads it from arenas.page). */
+ * counts (Debian's x86-64 build; tests/targets/robust_exit_purge.c checks arenas.page). */
 #define ML_HOST_EXIT_KEEP ((size_t)4 << 20)
 #define ML_HOST_JE_PAGE ((size_t)4096)
 void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all);
