@@ -101,7 +101,8 @@ void *ml__realloc_slow(void *p, size_t size, int event, const void *ret)
         return NULL;
     }
     int fresh = event && ML_MEMPROF_STARTED() && ml__memprof_sampled();
-    if (ML_UNLIKELY(fresh || ml__host_tracked_owns(p))) {
+    /* The range check inline: the call only for a block in the profiler's range. */
+    if (ML_UNLIKELY(fresh || (ml__in_tracked_range(p) && ml__host_tracked_owns(p)))) {
         void *q = ml__memprof_realloc(p, size, ret, fresh);
         return event ? settle(q, size) : q;
     }
