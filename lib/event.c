@@ -286,20 +286,25 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
     return ML_ALLOW;
 }
 
+/* Whether a request of n bytes (malloc's alignment, no old block) takes event_large: one compare
+ * for both ends, requests past the address space taking the ordinary paths, whose decision
+ * refuses them. */
+static inline int large_pass(uint64_t n)
+{
+    return n - ML_PEAK_BLOCK <= ML_MAX_REQUEST - ML_PEAK_BLOCK;
+}
+
 ml_verdict ml__event(uint64_t n, size_t align, void *old)
 {
     ml_thread *t = &ml__self;
-    /* One compare for both ends: requests past the address space take the ordinary paths,
-     * whose decision refuses them. */
-    if (n - ML_PEAK_BLOCK <= ML_MAX_REQUEST - ML_PEAK_BLOCK && (align | (uintptr_t)old) == 0)
-        return event_large(t, n);
+    if (large_pass(n) && (align | (uintptr_t)old) == 0) return event_large(t, n);
     if (!ml__busy_enter(t)) return ML_ALLOW;
     return event_ordinary(t, n, align, old);
 }
 
 ml_verdict ml__event_plain(uint64_t n)
 {
-    if (n - ML_PEAK_BLOCK <= ML_MAX_REQUEST - ML_PEAK_BLOCK) return event_large(&ml__self, n);
+    if (large_pass(n)) return event_large(&ml__self, n);
     return ml__event(n, 0, NULL);
 }
 

@@ -503,16 +503,24 @@ static void high_peak(ml_thread *t)
     cr_assert_eq(ml__heap_peak(), 64 * MIB);
 }
 
-/* A reconcile after jemalloc allocated the block and the owner marked it finds the block in the
- * balance while it is still reserved: it settles the reservation, or the block would count
- * twice until the owner's next flush. */
-Test(heap_unit, a_reconcile_after_the_mark_settles_the_reservation_once)
+/* A registered fake thread, under a 64 MiB cap and a high peak, with 1000 bytes not yet flushed,
+ * whose event admitted a 4 MiB block: reserved, not yet allocated. */
+static ml_thread *admitted_large_block(void)
 {
     ml__heap_set_cap(64 * MIB);
     ml_thread *t = registered_fake();
     high_peak(t);
     fake_allocated[0] += 1000;
     cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    return t;
+}
+
+/* A reconcile after jemalloc allocated the block and the owner marked it finds the block in the
+ * balance while it is still reserved: it settles the reservation, or the block would count
+ * twice until the owner's next flush. */
+Test(heap_unit, a_reconcile_after_the_mark_settles_the_reservation_once)
+{
+    ml_thread *t = admitted_large_block();
     fake_allocated[0] += 4 * MIB;
     ml__heap_allocated(t);
     ml__heap_reconcile(); /* another thread's walk */
@@ -525,11 +533,7 @@ Test(heap_unit, a_reconcile_after_the_mark_settles_the_reservation_once)
 
 Test(heap_unit, a_reconcile_before_the_block_is_allocated_keeps_it_reserved)
 {
-    ml__heap_set_cap(64 * MIB);
-    ml_thread *t = registered_fake();
-    high_peak(t);
-    fake_allocated[0] += 1000;
-    cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    ml_thread *t = admitted_large_block();
     ml__heap_reconcile(); /* reads the balance without the block: adds nothing */
     cr_expect_eq(t->heap_reserved, 4 * MIB);
     cr_expect_eq(ml__heap_live(), 1000 + 4 * MIB);
@@ -543,11 +547,7 @@ Test(heap_unit, a_reconcile_before_the_block_is_allocated_keeps_it_reserved)
  * block twice, and the next flush of the thread, of either kind, takes it back. */
 Test(heap_unit, a_reconcile_before_the_mark_is_undone_by_the_next_flush)
 {
-    ml__heap_set_cap(64 * MIB);
-    ml_thread *t = registered_fake();
-    high_peak(t);
-    fake_allocated[0] += 1000;
-    cr_assert(ml__heap_admit_large(t, 4 * MIB));
+    ml_thread *t = admitted_large_block();
     fake_allocated[0] += 4 * MIB;
     ml__heap_reconcile();
     cr_expect_eq(ml__heap_live(), 1000 + 8 * MIB, "counted twice, high");
