@@ -24,25 +24,34 @@ if ! nm "$work/je.a" 2>/dev/null | grep -q ' U pthread_atfork$'; then
     echo "embed-jemalloc: jemalloc.pic.o does not call pthread_atfork" >&2
     exit 1
 fi
-# The same for the purge at thread exit (below): tcache.pic.o must call arena_decay.
-if ! nm "$work/je.a" 2>/dev/null | awk '/^tcache.pic.o:$/ {t = 1; next} /:$/ {t = 0} t' |
-    grep -q ' U je_arena_decay$'; then
-    echo "embed-jemalloc: tcache.pic.o does not call je_arena_decay" >&2
-    exit 1
-fi
+# The same for the bounds on purging (below, and lib/host_purge.c): each redirected call must
+# still be made from the object that makes it.
+calls() { # OBJECT SYMBOL
+    nm "$work/je.a" 2>/dev/null | awk -v o="$1:" '$0 == o {t = 1; next} /:$/ {t = 0} t' |
+        grep -q " U $2\$"
+}
+for call in tcache.pic.o:je_arena_decay pac.pic.o:je_ecache_alloc_grow pa.pic.o:je_pac_init; do
+    if ! calls "${call%%:*}" "${call#*:}"; then
+        echo "embed-jemalloc: ${call%%:*} does not call ${call#*:}" >&2
+        exit 1
+    fi
+done
 # The profiler's tracked blocks (lib/host_tracked.c): jemalloc's entry points release a
 # promoted or large block through two internal functions; their calls from jemalloc.pic.o go to
 # memlimits' wrappers, which see tracked blocks and nothing else, then call the originals.
-# And jemalloc's purge at thread exit (lib/host_runtime.c, ml__host_tcache_decay): tcache.pic.o's
-# calls of arena_decay go to memlimits' bound on it.
+# And jemalloc's purging (lib/host_purge.c): tcache.pic.o's calls of arena_decay (the purge at
+# thread exit), pac.pic.o's of ecache_alloc_grow (an arena takes new pages) and pa.pic.o's of
+# pac_init (an arena's page allocator is made) go to memlimits' bounds.
 redirect_tracked() {
     (cd "$work" && ar x "$1" jemalloc.pic.o &&
         objcopy --redefine-sym je_arena_dalloc_promoted=ml__host_dalloc_promoted \
             --redefine-sym je_large_dalloc=ml__host_large_dalloc jemalloc.pic.o &&
         ar r "$1" jemalloc.pic.o)
-    (cd "$work" && ar x "$1" tcache.pic.o &&
+    (cd "$work" && ar x "$1" tcache.pic.o pac.pic.o pa.pic.o &&
         objcopy --redefine-sym je_arena_decay=ml__host_tcache_decay tcache.pic.o &&
-        ar r "$1" tcache.pic.o)
+        objcopy --redefine-sym je_ecache_alloc_grow=ml__host_grow pac.pic.o &&
+        objcopy --redefine-sym je_pac_init=ml__host_pac_init pa.pic.o &&
+        ar r "$1" tcache.pic.o pac.pic.o pa.pic.o)
 }
 if [ "$mode" = private ]; then
     echo "free mlje_free" >> "$work/map"

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common.h"
 
@@ -194,16 +195,38 @@ int ml__host_tracked_owns(const void *p);
 uintptr_t ml__host_tracked_key(const void *p);
 /* Releases the tracked blocks the calling thread keeps for reuse (thread exit). */
 void ml__host_tracked_thread_exit(void);
-/* jemalloc's purge at thread exit (host_runtime.c's ml__host_tcache_decay, which
- * embed-jemalloc.sh puts under tcache.pic.o's calls of arena_decay): an arena that its last
- * thread leaves with at most this many dirty bytes keeps them for the next thread it is given
- * (jemalloc purges them all, and that thread faults them in again); one with more is purged as
- * jemalloc does. So the arenas that no thread holds keep at most this much each: with jemalloc's
- * 4 arenas per CPU, 32 MiB on 2 CPUs. ML_HOST_JE_PAGE: jemalloc's page, its unit of dirty
- * counts (Debian's x86-64 build; tests/targets/robust_exit_purge.c checks arenas.page). */
+/* Purging (host_purge.c): when the embedded jemalloc returns pages to the system. Its defaults
+ * keep freed pages (dirty) for reuse and return them on a timer, so memlimits bounds two moments:
+ * - Thread exit. jemalloc 5.3 purges every dirty page of an arena that its last thread leaves;
+ *   the next thread given the arena faults them all in again. memlimits purges the arena only
+ *   down to ML_HOST_EXIT_KEEP dirty bytes (least recently freed first, and its muzzy pages), so
+ *   the arenas that no thread holds keep at most that much each: with jemalloc's 4 arenas per
+ *   CPU, 32 MiB on 2 CPUs.
+ * - Growth. When a request of ML_HOST_GROW_MIN bytes or more fits in none of an arena's dirty
+ *   extents, jemalloc takes pages it has not used or has purged, and the dirty pages that did not
+ *   fit stay resident beside them. Before that, memlimits purges the arena's dirty pages (least
+ *   recently freed first) down to what keeps its active pages, the request and its dirty pages
+ *   within 1 + 1/ML_HOST_RESIDENT_SLACK of the most the arena ever had active (counting
+ *   requests), and never below ML_HOST_RESIDENT_FLOOR. So an arena's resident pages stay within
+ *   5/4 of its peak, plus 1 MiB; reuse of freed pages, which spares the page faults, goes on
+ *   below that. Smaller requests are slabs, which fit in any dirty extent.
+ * ML_HOST_JE_PAGE is jemalloc's page, its unit of page counts (Debian's x86-64 build;
+ * tests/targets/robust_exit_purge.c checks arenas.page). The bounds read jemalloc 5.3's internal
+ * layout, checked for each arena as jemalloc creates it; ml__host_purge_ready says whether it
+ * matched (if not, jemalloc's own purging stays as it is). */
 #define ML_HOST_EXIT_KEEP ((size_t)4 << 20)
+#define ML_HOST_GROW_MIN ((size_t)64 << 10)
+#define ML_HOST_RESIDENT_SLACK 4
+#define ML_HOST_RESIDENT_FLOOR ((size_t)1 << 20)
 #define ML_HOST_JE_PAGE ((size_t)4096)
+int ml__host_purge_ready(void);
+/* The three calls of jemalloc that embed-jemalloc.sh redirects here (same arguments). */
 void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all);
+void *ml__host_grow(void *tsdn, void *pac, void *ehooks, void *ecache, void *expand, size_t size,
+                    size_t alignment, bool zero, bool guarded);
+bool ml__host_pac_init(void *tsdn, void *pac, void *base, void *emap, void *edata_cache,
+                       void *cur_time, size_t oversize_threshold, ssize_t dirty_decay_ms,
+                       ssize_t muzzy_decay_ms, void *stats, void *stats_mtx);
 
 /* Hidden: loaded with one instruction each in the entry points, not through the GOT. */
 extern ML_HIDDEN uintptr_t ml__tracked_lo, ml__tracked_span;

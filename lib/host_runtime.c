@@ -51,37 +51,10 @@ int ml__host_owns_malloc(const uint64_t *counter)
  * kernel may reclaim at any time. Re-studied for issue 12 (bench/WHY.md, item 5): settings that
  * return pages sooner lose that speed and still do not bring the RSS within 10% of glibc's, and
  * those that spare thread churn jemalloc's purge at thread exit (one arena, per-CPU arenas, a
- * background thread) multiply the RSS of the same workloads; so these stay. That purge is
- * bounded instead (ml__host_tcache_decay, below). */
+ * background thread) multiply the RSS of the same workloads; so these stay. memlimits bounds
+ * jemalloc's purging instead (host_purge.c). */
 extern const char *mlje_malloc_conf;
 const char *mlje_malloc_conf = "oversize_threshold:1073741824,muzzy_decay_ms:-1";
-
-/* jemalloc's purge at thread exit, bounded (host.h, ML_HOST_EXIT_KEEP). When a thread exits and
- * leaves its arena with no thread, jemalloc 5.3's tcache_destroy purges every dirty page of the
- * arena (arena_decay with `all`), and the next thread given that arena faults them all in again:
- * a program that starts and ends threads pays an madvise per dirty extent and a fault per page
- * for each thread (bench/WHY.md, item 5). embed-jemalloc.sh sends tcache.pic.o's calls of
- * arena_decay here. A purge of everything is kept when the arena holds more than
- * ML_HOST_EXIT_KEEP dirty bytes; below that the arena decays as any other (jemalloc's decay
- * curve), and keeps its pages for the next thread. arena_basic_stats_merge reads the arena's
- * counters without a lock (atomics). */
-void je_arena_decay(void *tsdn, void *arena, bool is_background_thread, bool all);
-void je_arena_basic_stats_merge(void *tsdn, void *arena, unsigned *nthreads, const char **dss,
-                                ssize_t *dirty_decay_ms, ssize_t *muzzy_decay_ms, size_t *nactive,
-                                size_t *ndirty, size_t *nmuzzy);
-void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all)
-{
-    if (all) {
-        unsigned nthreads = 0;
-        const char *dss;
-        ssize_t dirty_ms, muzzy_ms;
-        size_t nactive = 0, ndirty = 0, nmuzzy = 0;
-        je_arena_basic_stats_merge(tsdn, arena, &nthreads, &dss, &dirty_ms, &muzzy_ms, &nactive,
-                                   &ndirty, &nmuzzy);
-        if (ndirty <= ML_HOST_EXIT_KEEP / ML_HOST_JE_PAGE) all = 0;
-    }
-    je_arena_decay(tsdn, arena, is_background_thread, all);
-}
 
 /* jemalloc's fork handlers. jemalloc registers them with pthread_atfork while it initialises;
  * embed-jemalloc.sh renames that call to this function, which keeps them for memlimits' own

@@ -18,7 +18,7 @@ ml_target(robust_dlopen ${CMAKE_DL_LIBS})
 ml_target(robust_early robust_dl ${CMAKE_DL_LIBS})
 ml_target(robust_signal ${CMAKE_DL_LIBS})
 ml_target(robust_free_only ${CMAKE_DL_LIBS})
-ml_target(robust_exit_purge ${CMAKE_DL_LIBS})
+ml_target(robust_purge ${CMAKE_DL_LIBS})
 # Non-PIE, like Debian's python3: malloc's canonical address is the executable's PLT entry.
 ml_target(robust_nopie ${CMAKE_DL_LIBS})
 set_target_properties(robust_nopie PROPERTIES POSITION_INDEPENDENT_CODE OFF)

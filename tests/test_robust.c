@@ -39,12 +39,18 @@ static void run_target(const char *name, const char *const args[])
     run_target_env(name, args, NULL);
 }
 
-/* A thread that leaves its arena with little dirty memory leaves it for the next thread, one
- * with much has it purged (lib/host_runtime.c's bound on jemalloc's purge at thread exit; see
- * robust_exit_purge.c). */
-Test(robust, an_exiting_thread_keeps_a_small_arenas_pages_and_purges_a_large_ones)
+/* The bounds on jemalloc's purging (lib/host.h, "Purging"; see robust_purge.c). A thread that
+ * leaves its arena with dirty memory leaves at most 4 MiB of it for the next thread. */
+Test(robust, an_exiting_thread_leaves_its_arena_at_most_4_mib_of_dirty_pages)
 {
-    run_target("robust_exit_purge", NULL);
+    run_target("robust_purge", (const char *[]){"exit", NULL});
+}
+
+/* An arena about to take new pages first purges the dirty ones that would take it past 5/4 of its
+ * peak, and only those. */
+Test(robust, an_arena_that_grows_keeps_its_resident_pages_within_5_4_of_its_peak)
+{
+    run_target("robust_purge", (const char *[]){"grow", NULL});
 }
 
 Test(robust, thousands_of_threads_with_cross_thread_frees_return_heap_to_baseline)
