@@ -18,7 +18,8 @@
  *    5/4 of its peak: no dirty page is purged.
  * 4. A block of 12 MiB would take them past it: the least recently freed are purged until the
  *    active and dirty pages are within 5/4 of the peak, plus 1 MiB; some stay dirty (at least
- *    4 MiB).
+ *    4 MiB). jemalloc's statistics count the purge as its own decay would: dirty_purged grows by
+ *    the pages purged, and mapped by the new block less them.
  * Before the bound, step 4 kept all 16 MiB dirty: 48 MiB against a peak of 32.
  *
  * usage: robust_purge exit|grow; prints the figures; exits nonzero on failure. */
@@ -156,21 +157,32 @@ static void *grow(void *arg)
     printf("arena %u: peak %zu active %zu dirty %zu pages\n", arena, peak, active, dirty);
     if (dirty < BLOCKS / 2 * mib) fail("the freed blocks are not dirty");
 
-    char *four = malloc(4 * MIB);
+    /* volatile: the compiler may not leave out a block nothing reads. */
+    char *volatile four = malloc(4 * MIB);
     if (four == NULL) fail("malloc");
     size_t active4 = arena_stat(arena, "pactive"), dirty4 = arena_stat(arena, "pdirty");
+    size_t mapped4 = arena_stat(arena, "mapped"), purged4 = arena_stat(arena, "dirty_purged");
     printf("4 MiB: active %zu dirty %zu pages\n", active4, dirty4);
     if (dirty4 < dirty) fail("dirty pages were purged for a block within the bound");
 
-    char *twelve = malloc(12 * MIB);
+    char *volatile twelve = malloc(12 * MIB);
     if (twelve == NULL) fail("malloc");
     size_t active12 = arena_stat(arena, "pactive"), dirty12 = arena_stat(arena, "pdirty");
+    size_t mapped12 = arena_stat(arena, "mapped"), purged12 = arena_stat(arena, "dirty_purged");
     if (active12 > peak) peak = active12;
     printf("12 MiB: active %zu dirty %zu pages, bound %zu\n", active12, dirty12,
            peak + peak / 4 + mib);
     if (active12 + dirty12 > peak + peak / 4 + mib)
         fail("the active and dirty pages went past 5/4 of the peak");
     if (dirty12 < 4 * mib) fail("the dirty pages were purged whole");
+    /* Counted as jemalloc's decay counts its purges: the pages purged, and the mapped bytes grown
+     * by the new block less them (give or take jemalloc's own metadata, well below 1 MiB). */
+    long grown = (long)(mapped12 - mapped4),
+         expected = (long)((active12 - active4) - (dirty4 - dirty12)) * (long)page;
+    printf("12 MiB: %zu pages purged (counted %zu), mapped grew %ld bytes (expected %ld)\n",
+           dirty4 - dirty12, purged12 - purged4, grown, expected);
+    if (purged12 - purged4 != dirty4 - dirty12) fail("the purged pages were not counted");
+    if (labs(grown - expected) > (long)MIB) fail("the mapped bytes do not count the purge");
 
     free(four);
     free(twelve);
