@@ -206,20 +206,20 @@ void ml__host_tracked_thread_exit(void);
  *   extents, jemalloc takes pages it has not used or has purged, and the dirty pages that did not
  *   fit stay resident beside them. Before that, memlimits purges the arena's dirty pages (least
  *   recently freed first) down to what keeps its active pages, the request and its dirty pages
- *   within 1 + 1/ML_HOST_RESIDENT_SLACK of the most the arena ever had active (counting
- *   requests), and never below ML_HOST_RESIDENT_FLOOR. So an arena's resident pages stay within
- *   5/4 of its peak, plus 1 MiB; reuse of freed pages, which spares the page faults, goes on
- *   below that. Smaller requests are slabs, which fit in any dirty extent.
+ *   within 1 + 1/ML_HOST_RESIDENT_SLACK of the arena's peak (the most pages it has had active
+ *   at such a request, the request's included), and never below ML_HOST_RESIDENT_FLOOR. So an
+ *   arena's resident pages stay within 5/4 of its peak, plus 1 MiB, whenever it takes pages;
+ *   reuse of freed pages, which spares the page faults, goes on below that. Smaller requests are
+ *   slabs, which fit in any dirty extent.
  * ML_HOST_JE_PAGE is jemalloc's page, its unit of page counts (Debian's x86-64 build;
- * tests/targets/robust_exit_purge.c checks arenas.page). The bounds read jemalloc 5.3's internal
- * layout, checked for each arena as jemalloc creates it; ml__host_purge_ready says whether it
- * matched (if not, jemalloc's own purging stays as it is). */
+ * tests/targets/robust_purge.c checks arenas.page). The bounds read jemalloc 5.3's internal
+ * layout, checked for each arena as jemalloc creates it (if it did not match, jemalloc would
+ * purge as it does without them, and that test fails). */
 #define ML_HOST_EXIT_KEEP ((size_t)4 << 20)
 #define ML_HOST_GROW_MIN ((size_t)64 << 10)
 #define ML_HOST_RESIDENT_SLACK 4
 #define ML_HOST_RESIDENT_FLOOR ((size_t)1 << 20)
 #define ML_HOST_JE_PAGE ((size_t)4096)
-int ml__host_purge_ready(void);
 /* The three calls of jemalloc that embed-jemalloc.sh redirects here (same arguments). */
 void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all);
 void *ml__host_grow(void *tsdn, void *pac, void *ehooks, void *ecache, void *expand, size_t size,

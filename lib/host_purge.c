@@ -12,7 +12,6 @@
  * retained address space), and count them in jemalloc's statistics as its decay does. */
 #include "host.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
 #include "common.h"
@@ -25,7 +24,8 @@
  * passes, madvise calls, pages purged), and the mapped bytes at STATS_MAPPED. An extent (edata_t)
  * holds its size at EDATA_SIZE (its low 12 bits are a serial number). Every pac is checked
  * against this layout when jemalloc initialises it; one that does not match turns both bounds off
- * for good, and ml__host_purge_ready says so (tests/targets/robust_exit_purge.c fails then). */
+ * for good, and jemalloc purges as it would without them (tests/targets/robust_purge.c fails
+ * then; the layout is fixed when libmemlimits.so is built, since jemalloc is linked in). */
 #define PAC_ECACHES 0x38
 #define ECACHE_SIZE 0x4bf0
 #define ECACHE_STATE 0x4be0
@@ -56,7 +56,8 @@ extern void *je_arenas[]; /* jemalloc's arena table: atomic pointers, by index *
 static char *first_pac;  /* arena 0's pac: the first jemalloc initialises */
 static int layout_bad;   /* a pac did not match the layout: both bounds off */
 static ptrdiff_t pac_at; /* where an arena holds its pac; 0 until known */
-/* Per arena: the most pages it has had active, counting the request that grows it. */
+/* Per arena, its peak: the most pages it has had active when taking new pages for a request of
+ * ML_HOST_GROW_MIN bytes or more, the request's included. */
 static size_t peak_pages[ARENA_LIMIT];
 
 static char *ecache_of(char *pac, int state)
@@ -107,11 +108,6 @@ static ptrdiff_t pac_offset(void)
     if (at <= 0 || at >= ((ptrdiff_t)1 << 20) || !pac_matches(arena0 + at)) return 0;
     ML_STORE(&pac_at, at);
     return at;
-}
-
-int ml__host_purge_ready(void)
-{
-    return !ML_LOAD(&layout_bad) && pac_offset() != 0;
 }
 
 /* Purges the least recently freed extents of one of the pac's caches until it holds at most
