@@ -210,7 +210,8 @@ void ml__host_tracked_thread_exit(void);
  *   at such a request, the request's included), and never below ML_HOST_RESIDENT_FLOOR. So an
  *   arena's resident pages stay within 5/4 of its peak, plus 1 MiB, whenever it takes pages;
  *   reuse of freed pages, which spares the page faults, goes on below that. Smaller requests are
- *   slabs, which fit in any dirty extent.
+ *   slabs, which fit in any dirty extent. An arena set never to purge (dirty_decay_ms -1,
+ *   through MALLOC_CONF or mallctl) is left alone.
  * ML_HOST_JE_PAGE is jemalloc's page, its unit of page counts (Debian's x86-64 build;
  * tests/targets/robust_purge.c checks arenas.page). The bounds read jemalloc 5.3's internal
  * layout, checked for each arena as jemalloc creates it (if it did not match, jemalloc would

@@ -134,15 +134,17 @@ static void purge_to(void *tsdn, char *pac, void *ehooks, int state, size_t keep
                        __ATOMIC_RELAXED);
 }
 
-static void arena_pages(void *tsdn, void *arena, size_t *nactive, size_t *ndirty)
+/* The arena's active and dirty pages, read without a lock; returns its dirty_decay_ms. */
+static ssize_t arena_pages(void *tsdn, void *arena, size_t *nactive, size_t *ndirty)
 {
     unsigned nthreads = 0;
     const char *dss;
-    ssize_t dirty_ms, muzzy_ms;
+    ssize_t dirty_ms = 0, muzzy_ms;
     size_t nmuzzy = 0;
     *nactive = *ndirty = 0;
     je_arena_basic_stats_merge(tsdn, arena, &nthreads, &dss, &dirty_ms, &muzzy_ms, nactive, ndirty,
                                &nmuzzy);
+    return dirty_ms;
 }
 
 void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, bool all)
@@ -188,7 +190,7 @@ void *ml__host_grow(void *tsdn, void *pac, void *ehooks, void *ecache, void *exp
     void *arena = at != 0 ? arena_of(pac, at, &i) : NULL;
     if (arena != NULL) {
         size_t nactive, ndirty;
-        arena_pages(tsdn, arena, &nactive, &ndirty);
+        ssize_t dirty_ms = arena_pages(tsdn, arena, &nactive, &ndirty);
         size_t want = nactive + size / ML_HOST_JE_PAGE;
         size_t peak = ML_LOAD(&peak_pages[i]);
         while (want > peak && !__atomic_compare_exchange_n(&peak_pages[i], &peak, want, true,
@@ -197,7 +199,8 @@ void *ml__host_grow(void *tsdn, void *pac, void *ehooks, void *ecache, void *exp
         if (want > peak) peak = want;
         size_t bound = peak + peak / ML_HOST_RESIDENT_SLACK;
         size_t floor = ML_HOST_RESIDENT_FLOOR / ML_HOST_JE_PAGE;
-        if (ndirty > floor && want + ndirty > bound) {
+        /* dirty_decay_ms -1: whoever set it asked that dirty pages never be purged. */
+        if (dirty_ms >= 0 && ndirty > floor && want + ndirty > bound) {
             size_t keep = bound > want ? bound - want : 0;
             purge_to(tsdn, pac, ehooks, STATE_DIRTY, keep > floor ? keep : floor);
         }

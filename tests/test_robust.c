@@ -53,6 +53,12 @@ Test(robust, an_arena_that_grows_keeps_its_resident_pages_within_5_4_of_its_peak
     run_target("robust_purge", (const char *[]){"grow", NULL});
 }
 
+Test(robust, an_arena_set_never_to_purge_is_not_purged_when_it_grows)
+{
+    run_target_env("robust_purge", (const char *[]){"never", NULL},
+                   (const char *[]){"MALLOC_CONF=dirty_decay_ms:-1", NULL});
+}
+
 Test(robust, thousands_of_threads_with_cross_thread_frees_return_heap_to_baseline)
 {
     /* 4000 threads in waves of 100; drift bound 1 MiB (see robust_threads.c). */
