@@ -25,6 +25,42 @@ def target_rows(res, config):
     return rows, t_ok, r_ok
 
 
+def malloc_bench_ratios(res, config="memlimits+limits"):
+    """-> {threads: ratio to bare jemalloc} of `config` in malloc_bench's summary, or {}."""
+    mb = os.path.join(res.raw, "malloc_bench.txt")
+    ratios = {}
+    if os.path.exists(mb):
+        for line in open(mb):
+            f = line.split()
+            if len(f) >= 5 and f[0] == config and f[1].isdigit():
+                ratios[int(f[1])] = float(f[4])
+    return ratios
+
+
+def issue_rows(res):
+    """-> rows (target, measured, ok) of issue 12's targets that the workloads' table does not
+    state as such: peak RSS on the large-block workload, thread churn against glibc's time, and
+    malloc_bench at 1 and 2 threads; all for memlimits+limits."""
+    suite, config, out = res.suite, "memlimits+limits", []
+    if "bigblocks" in res.workloads:
+        rss = med(suite, "bigblocks", config, "rss") / best_of_two(suite, "bigblocks", "rss")
+        out.append(("large-block workload (bigblocks), memlimits+limits: peak RSS ≤ 1.10 × "
+                    "min(glibc, jemalloc)", "%.3f" % rss, rss <= 1.10))
+    churn = [w for w in ("mstress", "mleak") if w in res.workloads]
+    if churn:
+        ratios = {w: med(suite, w, config) / med(suite, w, "glibc") for w in churn}
+        out.append(("thread-churn workloads (%s), memlimits+limits: time ≤ 1.05 × glibc's"
+                    % ", ".join(churn), ", ".join("%s %.3f" % (w, r) for w, r in ratios.items()),
+                    max(ratios.values()) <= 1.05))
+    mb = malloc_bench_ratios(res)
+    if mb:
+        out.append(("16–528 B malloc/free (malloc_bench), memlimits+limits: ≤ 1.05 × bare "
+                    "jemalloc at 1 and 2 threads",
+                    ", ".join("%d thread%s %.3f" % (t, "" if t == 1 else "s", r)
+                              for t, r in sorted(mb.items())), max(mb.values()) <= 1.05))
+    return out
+
+
 def machine_section(res):
     machine, speed = res.machine, res.speed
     L = []

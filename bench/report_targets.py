@@ -4,7 +4,7 @@ from report_common import geomean, kib, passfail, table
 from report_icount import icount_target_rows
 from report_load import med
 from report_precision import overshoot_totals
-from report_suite import target_rows
+from report_suite import issue_rows, target_rows
 
 
 def header_section(res):
@@ -68,6 +68,7 @@ def targets_section(res):
                           "worst: %s %.3f" % (wt[0], wt[1]), passfail(t_ok)))
             trows.append(("%s: peak RSS ≤ 1.10 × min(glibc, jemalloc) on every workload" % name,
                           "worst: %s %.3f" % (wr[0], wr[2]), passfail(r_ok)))
+    trows.extend((t, m, passfail(ok)) for t, m, ok in issue_rows(res))
     ov_viol, ov_max = overshoot_totals(over_sum)
     trows.append(("allocation limits exact: overshoot 0, refused allocation = the crossing one, "
                   "count exact", "%d trials, %d violations, max overshoot %d B" % (
