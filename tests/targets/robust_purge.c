@@ -92,7 +92,8 @@ static void *churn(void *arg)
     struct churn *c = arg;
     size_t n = c->bytes / c->block;
     char **blocks = malloc(n * sizeof *blocks);
-    if (blocks == NULL || (c->separate && n > SEPARATORS)) fail("malloc");
+    if (c->separate && n > SEPARATORS) fail("more blocks than separators");
+    if (blocks == NULL) fail("malloc");
     for (size_t i = 0; i < n; i++) {
         if ((blocks[i] = malloc(c->block)) == NULL) fail("malloc");
         blocks[i][0] = (char)i;
