@@ -64,6 +64,12 @@ static inline __attribute__((always_inline)) int ml__charge_aligned(uint64_t n, 
  * and test_fast_cxx.c check the alignment and the size class of routed requests against
  * jemalloc's own. */
 #define ML_ALIGNED_AS_MALLOC 4096
+/* The size of a request of `size` bytes rounded up to `align` (a power of two), less 1; size 0
+ * gives SIZE_MAX, so one compare with ML_ALIGNED_AS_MALLOC routes both. */
+static inline size_t ml__aligned_last(size_t size, size_t align)
+{
+    return (size - 1) | (align - 1);
+}
 
 /* The slow path of every allocating entry point (event.c, the hub). `n` was charged already;
  * `align` is the requested alignment (0: default) and `old` the block a realloc replaces (NULL

@@ -212,6 +212,18 @@ static ML_NOINLINE ml_verdict event_full(ml_thread *t, uint64_t spent, uint64_t 
     return verdict;
 }
 
+/* Arms the countdown after a short or large event, whose components are known to need no
+ * check: the sampler's, the interval's, the lease's and the profiles' (ML_NONE: none). */
+static inline void arm_short(ml_thread *t, uint64_t profiles)
+{
+    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
+    next = ML_MIN(next, t->lease_left);
+    next = ML_MIN(next, profiles);
+    t->armed = next;
+    ml__thread_mark_arm(t);
+    ML_STORE(&t->until_event, next);
+}
+
 /* The common event's bookkeeping, once only_sampler holds: the counts, the samples and the
  * countdown. */
 static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uint64_t charged,
@@ -224,12 +236,7 @@ static inline void event_short(ml_thread *t, uint64_t spent, uint64_t units, uin
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
     t->sample_left -= units - charged;
     t->samples += sample_block(t, n, charged);
-    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
-    next = ML_MIN(next, t->lease_left);
-    next = ML_MIN(next, profiles);
-    t->armed = next;
-    ml__thread_mark_arm(t);
-    ML_STORE(&t->until_event, next);
+    arm_short(t, profiles);
 }
 
 /* The ordinary paths, from the state alone (busy): the short event or the full one. */
@@ -277,11 +284,7 @@ static ML_NOINLINE ml_verdict event_large(ml_thread *t, uint64_t n)
     if (t->lease_left != ML_NONE) t->lease_left -= spent;
     ml__sampler_defer(n);
     if (units != n + 1) t->samples += sample(t, spent - n, units - (n + 1)); /* before it */
-    uint64_t next = ML_MIN(t->sample_left, t->flush_left);
-    next = ML_MIN(next, t->lease_left);
-    t->armed = next;
-    ml__thread_mark_arm(t);
-    ML_STORE(&t->until_event, next);
+    arm_short(t, ML_NONE);
     ml__busy_leave(t);
     return ML_ALLOW;
 }

@@ -152,16 +152,16 @@ void ml__host_tcache_decay(void *tsdn, void *arena, bool is_background_thread, b
     if (all) {
         size_t nactive, ndirty;
         arena_pages(tsdn, arena, &nactive, &ndirty);
-        ptrdiff_t at = ndirty > ML_HOST_EXIT_KEEP / ML_HOST_JE_PAGE ? pac_offset() : 0;
-        if (at != 0) {
-            /* More than the bound: the least recently freed go, and every muzzy page (jemalloc's
-             * purge of everything takes those too). */
+        if (ndirty > ML_HOST_EXIT_KEEP / ML_HOST_JE_PAGE) {
+            ptrdiff_t at = pac_offset();
+            /* The layout did not match: jemalloc's purge of everything. */
+            if (at == 0) return je_arena_decay(tsdn, arena, is_background_thread, true);
+            /* The least recently freed go, and every muzzy page (jemalloc's purge of everything
+             * takes those too). */
             char *pac = (char *)arena + at;
             void *ehooks = je_arena_get_ehooks(arena);
             purge_to(tsdn, pac, ehooks, STATE_DIRTY, ML_HOST_EXIT_KEEP / ML_HOST_JE_PAGE);
             purge_to(tsdn, pac, ehooks, STATE_MUZZY, 0);
-        } else if (ndirty > ML_HOST_EXIT_KEEP / ML_HOST_JE_PAGE) {
-            return je_arena_decay(tsdn, arena, is_background_thread, true);
         }
         all = false;
     }

@@ -43,13 +43,6 @@ static ML_NOINLINE ML_COLD void *fail(int err)
     return NULL;
 }
 
-/* The size of a request of `size` bytes (at least 1) rounded up to `align` (a power of two),
- * less 1; size 0 gives SIZE_MAX, so one compare with ML_ALIGNED_AS_MALLOC routes both. */
-static inline size_t rounded_less_1(size_t size, size_t align)
-{
-    return (size - 1) | (align - 1);
-}
-
 /* An aligned allocation with a power of two above malloc's alignment: the charge (its alignment
  * included: engine.h's ml__charge_aligned) and a tail call to jemalloc: malloc for a small
  * request (ML_ALIGNED_AS_MALLOC), else its aligned_alloc, which takes any power of two and sets
@@ -59,7 +52,7 @@ static inline __attribute__((always_inline)) void *do_aligned(size_t align, size
 {
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
         return ml__aligned_alloc_slow(align, size, ret);
-    size_t last = rounded_less_1(size, align);
+    size_t last = ml__aligned_last(size, align);
     if (ML_LIKELY(last < ML_ALIGNED_AS_MALLOC)) return mlje_malloc(last + 1);
     return mlje_aligned_alloc(align, size);
 }
@@ -178,7 +171,7 @@ ENTRY int posix_memalign(void **out, size_t align, size_t size)
     if (ML_UNLIKELY(align < sizeof(void *) || (align & (align - 1)) != 0)) return EINVAL;
     if (ML_UNLIKELY(ml__charge_aligned(size, align)))
         return ml__memalign_slow(out, align, size, CALLER);
-    size_t last = rounded_less_1(size, align);
+    size_t last = ml__aligned_last(size, align);
     if (ML_UNLIKELY(last >= ML_ALIGNED_AS_MALLOC)) return mlje_posix_memalign(out, align, size);
     void *p = mlje_malloc(last + 1);
     if (ML_UNLIKELY(p == NULL)) return ENOMEM;

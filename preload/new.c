@@ -114,7 +114,7 @@ ENTRY void *ml_new_array_nothrow(size_t size, const void *tag) __asm__("_ZnamRKS
  * for an alignment that is no power of 2. */
 static inline __attribute__((always_inline)) void *aligned_block(size_t size, size_t align)
 {
-    size_t last = (size - 1) | (align - 1); /* size 0: SIZE_MAX */
+    size_t last = ml__aligned_last(size, align);
     if (ML_LIKELY(last < ML_ALIGNED_AS_MALLOC && (align & (align - 1)) == 0))
         return mlje_malloc(last + 1);
     return mlje_aligned_alloc(align, size);

@@ -90,6 +90,15 @@ static void flush_callbacks(void)
     free(sink);
 }
 
+/* Stops and discards p, running the free callbacks queued before each step. */
+static void finish_profile(ml_profile *p)
+{
+    flush_callbacks();
+    ml_memprof_stop(p);
+    flush_callbacks();
+    ml_memprof_discard(p);
+}
+
 static void check_freed_once(void)
 {
     long twice = 0, never = 0;
@@ -200,10 +209,7 @@ static void check_free_once(void)
     void *a = aligned_alloc(4096, 100);
     EXPECT(((uintptr_t)a & 4095) == 0, "aligned_alloc misaligned");
     free(a);
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     check_freed_once();
     EXPECT(n_realloc >= 666, "%ld realloc callbacks, expected >= 666", n_realloc);
 }
@@ -583,10 +589,7 @@ static void check_jemalloc_api(void)
             break;
         }
     }
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     check_freed_once();
 }
 
@@ -622,10 +625,7 @@ static void check_cxx_new(void)
         }
         news++;
     }
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     EXPECT(n_kind[ML_ALLOC_NEW] == news, "%ld blocks tracked as ML_ALLOC_NEW, expected %ld",
            n_kind[ML_ALLOC_NEW], news);
     check_freed_once();
@@ -827,10 +827,7 @@ static void check_mallocx_tracked(void)
         }
         }
     }
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     EXPECT(n_realloc == moves, "%ld realloc callbacks for %ld rallocx moves", n_realloc, moves);
     check_freed_once();
 }
@@ -865,10 +862,7 @@ static void check_rallocx_sampled(void)
             EXPECT((uintptr_t)c % 4096 == 0, "rallocx(ALIGN(4096)) misaligned");
         je.dallocx(c, 0);
     }
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     EXPECT(n_kind[ML_ALLOC_REALLOC] == 300, "%ld alloc callbacks of kind ML_ALLOC_REALLOC",
            n_kind[ML_ALLOC_REALLOC]);
     check_freed_once();
@@ -968,10 +962,7 @@ static void check_mallocx_arena(void)
     snprintf(name, sizeof name, "arena.%u.destroy", arena);
     EXPECT(je.mallctl(name, NULL, NULL, NULL, 0) == 0, "%s", name);
     EXPECT(je.mallctl("tcache.destroy", NULL, NULL, &tcache, sizeof tcache) == 0, "tcache.destroy");
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
     check_freed_once();
 }
@@ -1056,10 +1047,7 @@ static void check_no_tracked_block(void)
     je.dallocx(b, 0);
     free(c);
     je.dallocx(d, 0);
-    flush_callbacks();
-    ml_memprof_stop(p);
-    flush_callbacks();
-    ml_memprof_discard(p);
+    finish_profile(p);
     EXPECT(n_free == n_alloc, "%ld allocs, %ld frees", n_alloc, n_free);
     check_freed_once();
 }
